@@ -1,0 +1,1 @@
+//! Command-line parsing (placeholder, filled in by the foundation work).

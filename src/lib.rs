@@ -1,0 +1,39 @@
+//! localproxy-rs: a local proxy for the AWS IoT Secure Tunneling service, built for tiny
+//! embedded Linux.
+//!
+//! Module map, read in this order:
+//! - [`protocol`]: the wire format (message model, framing codec, limits).
+//! - [`session`]: the sans-I/O state machine that makes every protocol decision.
+//! - [`config`], [`settings`], [`cli`]: command line, config files, environment.
+//! - [`tunnel`]: the thread that owns the TLS WebSocket (connect, pings, reconnect).
+//! - [`local`]: the thread that owns every TCP socket.
+//! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop.
+//! - [`testbed`]: the project's own double of the tunneling service (tests, `testbed` binary).
+//!
+//! The `localproxy` binary uses everything but `testbed`; link-time optimisation removes it.
+
+pub mod cli;
+pub mod config;
+pub mod protocol;
+pub mod settings;
+
+/// Process exit codes, decided in `main` alone. Documented in README and `--help`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Tunnel closed or expired by the service, SIGTERM/SIGINT, --help, -V, export.
+    Ok = 0,
+    /// Internal error: a bug or an OS failure the proxy cannot work around.
+    Internal = 1,
+    /// Usage or configuration error, including SERVICE_IDS that do not match the mapping.
+    Usage = 2,
+    /// Rejected by the service (4xx on the WebSocket upgrade: bad, used or wrong-mode token).
+    Rejected = 3,
+    /// Gave up after retries (service unreachable, local listener cannot bind).
+    GaveUp = 4,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("localproxy {}", env!("CARGO_PKG_VERSION"));
+}

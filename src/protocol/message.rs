@@ -1,0 +1,1 @@
+// placeholder for pb-rs output

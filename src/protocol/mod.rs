@@ -1,0 +1,135 @@
+//! The Secure Tunneling wire protocol: message model, limits and subprotocol names.
+//!
+//! `codec` turns bytes into [`Message`] values and back; `message` is the pb-rs output
+//! for `proto/Message.proto`, kept only as the schema's generated mirror. Nothing here
+//! does I/O or knows about sockets or time.
+
+pub mod codec;
+#[allow(clippy::all, non_snake_case, non_camel_case_types, unused_imports, dead_code)]
+#[rustfmt::skip]
+pub mod message;
+
+/// Size of the big-endian length prefix in front of every tunnel message.
+pub const LENGTH_PREFIX: usize = 2;
+/// Largest protobuf message the 2-byte prefix can describe.
+pub const MAX_MESSAGE: usize = 65535;
+/// Largest DATA payload both peers agree on (the reference's `max_payload_size`).
+pub const MAX_PAYLOAD: usize = 64512;
+/// Largest WebSocket frame payload the service sends or accepts: 2 × (65536 + 2).
+pub const MAX_WS_FRAME: usize = 131076;
+
+/// Bytes a DATA header can take at most when the payload is written last:
+/// type (2) + stream id (11) + service id (2 + 3 + 128) + connection id (6) + payload tag
+/// and length (1 + 3), rounded up. Readers leave this much room in front of a payload so
+/// the header can be written in place (see `codec::encode_data_in_place`).
+pub const DATA_HEADROOM: usize = 2 + 160;
+
+/// The three subprotocol versions, as offered in `Sec-WebSocket-Protocol`.
+pub const SUBPROTOCOL_V1: &str = "aws.iot.securetunneling-1.0";
+pub const SUBPROTOCOL_V2: &str = "aws.iot.securetunneling-2.0";
+pub const SUBPROTOCOL_V3: &str = "aws.iot.securetunneling-3.0";
+
+/// Protocol version of a WebSocket session or of a peer's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    V1,
+    V2,
+    V3,
+}
+
+impl Version {
+    /// The version a subprotocol string names, if any.
+    pub fn from_subprotocol(s: &str) -> Option<Version> {
+        match s {
+            SUBPROTOCOL_V1 => Some(Version::V1),
+            SUBPROTOCOL_V2 => Some(Version::V2),
+            SUBPROTOCOL_V3 => Some(Version::V3),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Version::V1 => "V1",
+            Version::V2 => "V2",
+            Version::V3 => "V3",
+        })
+    }
+}
+
+/// Message type. The raw number is kept for types this proxy does not know, so the
+/// `ignorable` rule can tell "unknown" from UNKNOWN (0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type {
+    Unknown,
+    Data,
+    StreamStart,
+    StreamReset,
+    SessionReset,
+    ServiceIds,
+    ConnectionStart,
+    ConnectionReset,
+    /// A type number outside 0..=7.
+    Other(i32),
+}
+
+impl Type {
+    pub fn from_raw(n: i32) -> Type {
+        match n {
+            0 => Type::Unknown,
+            1 => Type::Data,
+            2 => Type::StreamStart,
+            3 => Type::StreamReset,
+            4 => Type::SessionReset,
+            5 => Type::ServiceIds,
+            6 => Type::ConnectionStart,
+            7 => Type::ConnectionReset,
+            n => Type::Other(n),
+        }
+    }
+
+    pub fn raw(self) -> i32 {
+        match self {
+            Type::Unknown => 0,
+            Type::Data => 1,
+            Type::StreamStart => 2,
+            Type::StreamReset => 3,
+            Type::SessionReset => 4,
+            Type::ServiceIds => 5,
+            Type::ConnectionStart => 6,
+            Type::ConnectionReset => 7,
+            Type::Other(n) => n,
+        }
+    }
+}
+
+/// One tunnel message, borrowing its payload and strings from the decode buffer.
+/// proto3 rules: an empty `service_id` and a zero `connection_id` mean "absent".
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Message<'a> {
+    pub kind: Type,
+    pub stream_id: i32,
+    pub ignorable: bool,
+    pub payload: &'a [u8],
+    pub service_id: &'a str,
+    pub available_service_ids: Vec<&'a str>,
+    pub connection_id: u32,
+}
+
+impl Default for Type {
+    fn default() -> Self {
+        Type::Unknown
+    }
+}
+
+impl<'a> Message<'a> {
+    /// A message of `kind` with every other field absent.
+    pub fn new(kind: Type) -> Message<'a> {
+        Message {
+            kind,
+            ..Message::default()
+        }
+    }
+}
