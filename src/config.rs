@@ -127,7 +127,12 @@ pub struct Config {
 
 impl Config {
     /// A configuration for tests and the testbed: defaults everywhere else.
-    pub fn new(mode: Mode, access_token: &str, endpoint: Endpoint, mappings: Vec<Mapping>) -> Config {
+    pub fn new(
+        mode: Mode,
+        access_token: &str,
+        endpoint: Endpoint,
+        mappings: Vec<Mapping>,
+    ) -> Config {
         Config {
             mode,
             access_token: Secret::new(access_token),

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod protocol;
 pub mod settings;
+pub mod sys;
 
 /// Process exit codes, decided in `main` alone. Documented in README and `--help`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,502 @@
+//! The OS calls std lacks: poll(2), an eventfd wake-up, channels that wake their
+//! receiver, signal masks and `sigwait`, a non-blocking TCP connect, and dropping
+//! privileges.
+//!
+//! This is the only module with `unsafe`; every block says why it is sound. Nothing here
+//! knows about the protocol.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+pub use libc::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+
+/// What a poll entry waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Interest {
+    pub const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+    pub const WRITE: Interest = Interest {
+        read: false,
+        write: true,
+    };
+    pub const BOTH: Interest = Interest {
+        read: true,
+        write: true,
+    };
+    pub const NONE: Interest = Interest {
+        read: false,
+        write: false,
+    };
+}
+
+/// What poll reported for one entry. `hangup` covers POLLHUP and POLLERR: the caller
+/// should try the operation and read the real error from it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    pub read: bool,
+    pub write: bool,
+    pub hangup: bool,
+}
+
+impl Ready {
+    pub fn any(self) -> bool {
+        self.read || self.write || self.hangup
+    }
+}
+
+/// A reusable set of file descriptors for one `poll(2)` call.
+#[derive(Default)]
+pub struct PollSet {
+    fds: Vec<libc::pollfd>,
+}
+
+impl PollSet {
+    pub fn new() -> PollSet {
+        PollSet { fds: Vec::new() }
+    }
+
+    pub fn clear(&mut self) {
+        self.fds.clear();
+    }
+
+    /// Adds `fd`; returns its index for [`PollSet::ready`].
+    pub fn push(&mut self, fd: RawFd, interest: Interest) -> usize {
+        let mut events = 0;
+        if interest.read {
+            events |= libc::POLLIN;
+        }
+        if interest.write {
+            events |= libc::POLLOUT;
+        }
+        self.fds.push(libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        });
+        self.fds.len() - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
+    /// Blocks until an entry is ready or `timeout` passes (`None` = no timeout).
+    /// EINTR counts as "nothing ready". Returns how many entries are ready.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        let ms: libc::c_int = match timeout {
+            None => -1,
+            // Round up so a deadline 0.3 ms away does not turn into a busy loop.
+            Some(d) => d.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int,
+        };
+        // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the whole
+        // call, and its length is passed alongside it.
+        let n = unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                for p in &mut self.fds {
+                    p.revents = 0;
+                }
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(n as usize)
+    }
+
+    pub fn ready(&self, idx: usize) -> Ready {
+        let r = self.fds[idx].revents;
+        Ready {
+            read: r & libc::POLLIN != 0,
+            write: r & libc::POLLOUT != 0,
+            hangup: r & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0,
+        }
+    }
+}
+
+/// Time left until `deadline`, for a poll timeout (`None` = no deadline).
+pub fn until(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+/// An eventfd: a counter another thread bumps to end our `poll`.
+pub struct WakeFd {
+    fd: OwnedFd,
+}
+
+impl WakeFd {
+    pub fn new() -> io::Result<WakeFd> {
+        // SAFETY: eventfd takes no pointers; a negative return is checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(WakeFd {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Makes the fd readable. Never blocks; a saturated counter is still readable.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an fd we own. Errors (EAGAIN when the
+        // counter is saturated) leave the fd readable, which is all a wake needs.
+        unsafe {
+            libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
+
+    /// Resets the counter so the fd stops being readable.
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; EAGAIN (already drained) is fine.
+        unsafe {
+            libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8);
+        }
+    }
+}
+
+impl AsRawFd for WakeFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// The receiving thread's wake-up: written only when the receiver is (about to be)
+/// asleep, so a busy receiver costs senders no system call.
+pub struct Waker {
+    fd: WakeFd,
+    armed: AtomicBool,
+}
+
+impl Waker {
+    pub fn new() -> io::Result<Arc<Waker>> {
+        Ok(Arc::new(Waker {
+            fd: WakeFd::new()?,
+            armed: AtomicBool::new(false),
+        }))
+    }
+
+    /// Ends the receiver's poll if it is sleeping or about to.
+    pub fn wake(&self) {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.fd.wake();
+        }
+    }
+
+    /// Called by the owner before deciding to sleep: from now on a [`Waker::wake`]
+    /// writes the fd. The owner must check its sources again after this.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Called by the owner after waking up.
+    pub fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+        self.fd.drain();
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// The sending half of a channel whose receiver sleeps in poll.
+pub struct Sender<T> {
+    tx: mpsc::Sender<T>,
+    waker: Arc<Waker>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender {
+            tx: self.tx.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+}
+
+impl<T> Sender<T> {
+    /// Queues `v` and wakes the receiver. Fails only when the receiver is gone.
+    pub fn send(&self, v: T) -> Result<(), mpsc::SendError<T>> {
+        self.tx.send(v)?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// The receiver's waker, for signalling something that is not a message
+    /// (e.g. "buffer space freed").
+    pub fn waker(&self) -> &Arc<Waker> {
+        &self.waker
+    }
+}
+
+/// The receiving half: `try_recv` in the loop, [`Receiver::prepare_sleep`] before poll.
+pub struct Receiver<T> {
+    rx: mpsc::Receiver<T>,
+    stash: Option<T>,
+    waker: Arc<Waker>,
+}
+
+/// A channel whose sender wakes the receiver's poll through `waker`. Several channels
+/// (and other wake sources) may share one waker.
+pub fn channel_with<T>(waker: Arc<Waker>) -> (Sender<T>, Receiver<T>) {
+    let (tx, rx) = mpsc::channel();
+    (
+        Sender {
+            tx,
+            waker: waker.clone(),
+        },
+        Receiver {
+            rx,
+            stash: None,
+            waker,
+        },
+    )
+}
+
+/// Outcome of [`Receiver::try_recv`].
+pub enum Recv<T> {
+    Msg(T),
+    Empty,
+    /// Every sender is gone.
+    Closed,
+}
+
+impl<T> Receiver<T> {
+    pub fn try_recv(&mut self) -> Recv<T> {
+        if let Some(v) = self.stash.take() {
+            return Recv::Msg(v);
+        }
+        match self.rx.try_recv() {
+            Ok(v) => Recv::Msg(v),
+            Err(mpsc::TryRecvError::Empty) => Recv::Empty,
+            Err(mpsc::TryRecvError::Disconnected) => Recv::Closed,
+        }
+    }
+
+    /// Arms the waker and checks the queue once more. Returns false when a message is
+    /// already waiting (poll with a zero timeout then), true when it is safe to sleep.
+    pub fn prepare_sleep(&mut self) -> bool {
+        self.waker.arm();
+        if self.stash.is_none() {
+            if let Ok(v) = self.rx.try_recv() {
+                self.stash = Some(v);
+            }
+        }
+        if self.stash.is_some() {
+            self.waker.disarm();
+            return false;
+        }
+        true
+    }
+
+    pub fn waker(&self) -> &Arc<Waker> {
+        &self.waker
+    }
+
+    /// Blocking receive with a timeout, for threads that do not poll sockets.
+    pub fn recv_timeout(&mut self, d: Duration) -> Result<T, mpsc::RecvTimeoutError> {
+        if let Some(v) = self.stash.take() {
+            return Ok(v);
+        }
+        self.rx.recv_timeout(d)
+    }
+}
+
+/// Builds a sigset from `sigs`.
+fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the zeroed set; sigaddset only writes into it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks `sigs` in the calling thread; threads spawned afterwards inherit the mask, so
+/// only a `sigwait` can take them.
+pub fn block_signals(sigs: &[libc::c_int]) -> io::Result<()> {
+    let set = sigset(sigs);
+    // SAFETY: `set` is a valid sigset; the old mask is not requested (null).
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// Waits for one of `sigs` (which must be blocked) and returns it.
+pub fn wait_signal(sigs: &[libc::c_int]) -> io::Result<libc::c_int> {
+    let set = sigset(sigs);
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` and `sig` are valid for the duration of the call.
+    let r = unsafe { libc::sigwait(&set, &mut sig) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(sig)
+}
+
+/// Sends `sig` to this process (not to one thread), so the thread in `wait_signal` gets it.
+pub fn signal_self(sig: libc::c_int) {
+    // SAFETY: kill with our own pid and a valid signal number has no memory effects.
+    unsafe {
+        libc::kill(libc::getpid(), sig);
+    }
+}
+
+/// Starts a non-blocking TCP connect to `addr`. The stream is writable (or in error) when
+/// the connect finishes; check it with `TcpStream::take_error`.
+pub fn connect_nonblocking(addr: &SocketAddr) -> io::Result<TcpStream> {
+    let (domain, storage, len) = sockaddr(addr);
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nothing else owns; TcpStream takes ownership.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    // SAFETY: `storage` holds a sockaddr of `len` bytes built by `sockaddr` for this
+    // address family, and lives across the call.
+    let r = unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(stream)
+}
+
+fn sockaddr(addr: &SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage, which is aligned for any
+            // sockaddr type.
+            unsafe {
+                std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin);
+            }
+            (
+                libc::AF_INET,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe {
+                std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6);
+            }
+            (
+                libc::AF_INET6,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn channel_wakes_a_sleeping_poll() {
+        let waker = Waker::new().unwrap();
+        let (tx, mut rx) = channel_with::<u32>(waker.clone());
+        assert!(rx.prepare_sleep());
+        let t = std::thread::spawn(move || tx.send(7).unwrap());
+        let mut set = PollSet::new();
+        set.push(waker.fd(), Interest::READ);
+        // No timeout: only the sender's wake can end this wait.
+        assert_eq!(set.wait(None).unwrap(), 1);
+        waker.disarm();
+        t.join().unwrap();
+        assert!(matches!(rx.try_recv(), Recv::Msg(7)));
+        assert!(matches!(rx.try_recv(), Recv::Closed));
+    }
+
+    #[test]
+    fn prepare_sleep_sees_a_message_sent_before_arming() {
+        let waker = Waker::new().unwrap();
+        let (tx, mut rx) = channel_with::<u32>(waker);
+        tx.send(1).unwrap();
+        assert!(!rx.prepare_sleep());
+        assert!(matches!(rx.try_recv(), Recv::Msg(1)));
+        assert!(rx.prepare_sleep());
+    }
+
+    #[test]
+    fn nonblocking_connect_completes() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = connect_nonblocking(&l.local_addr().unwrap()).unwrap();
+        let mut set = PollSet::new();
+        set.push(s.as_raw_fd(), Interest::WRITE);
+        assert_eq!(set.wait(Some(Duration::from_secs(10))).unwrap(), 1);
+        assert!(s.take_error().unwrap().is_none());
+        assert!(l.accept().is_ok());
+    }
+
+    #[test]
+    fn nonblocking_connect_to_closed_port_reports_refused() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        match connect_nonblocking(&addr) {
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused),
+            Ok(s) => {
+                let mut set = PollSet::new();
+                set.push(s.as_raw_fd(), Interest::WRITE);
+                set.wait(Some(Duration::from_secs(10))).unwrap();
+                let err = s.take_error().unwrap().expect("connect error");
+                assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+            }
+        }
+    }
+}
