@@ -14,9 +14,13 @@
 
 pub mod cli;
 pub mod config;
+pub mod local;
 pub mod protocol;
+pub mod run;
+pub mod session;
 pub mod settings;
 pub mod sys;
+pub mod tunnel;
 
 /// Process exit codes, decided in `main` alone. Documented in README and `--help`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,866 @@
+//! The local thread: owns every local socket (source listeners, accepted connections,
+//! destination connections to the targets) and moves bytes between them and the tunnel
+//! thread.
+//!
+//! It makes no protocol decisions: the tunnel thread's session tells it what to listen
+//! on, connect, write and close, and it reports accepts, connects, reads and closes back.
+//! It blocks only in `poll(2)`; connects are non-blocking with retries on timers, name
+//! lookups run on throwaway threads, so a slow or black-holed target never delays data
+//! on another connection. Memory is bounded by two shared byte counters ([`Shared`]):
+//! reading stops while too much is queued towards the tunnel, and the tunnel thread
+//! stops reading the WebSocket while too much is queued towards local sockets.
+
+use crate::config::Target;
+use crate::protocol::DATA_HEADROOM;
+use crate::session::{LocalId, ACCEPTED_ID_BASE};
+use crate::sys::{self, Interest, PollSet, Recv, Waker};
+use crate::tunnel::Input as TunnelInput;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tungstenite::Bytes;
+
+/// How long one TCP connect attempt to a destination target may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long queued data may take to drain when the process stops.
+pub const FLUSH_ON_EXIT: Duration = Duration::from_millis(1000);
+/// Reads per connection per wake-up, so one busy connection cannot starve the others.
+const READS_PER_WAKE: usize = 4;
+
+/// What the tunnel thread (or main) asks of the local thread.
+#[derive(Debug)]
+pub enum Command {
+    Listen {
+        service: usize,
+        service_id: String,
+        host: String,
+        port: u16,
+    },
+    Connect {
+        local: LocalId,
+        service: usize,
+        target: Target,
+    },
+    /// Bytes for a local connection; counted in [`Shared::to_local`].
+    Write { local: LocalId, data: Bytes },
+    /// Close after writing what is queued.
+    Close { local: LocalId },
+    /// Close at once, without a log line (the session already said why).
+    Refuse { local: LocalId },
+    /// Stop: flush what can be flushed within [`FLUSH_ON_EXIT`], close everything, return.
+    Shutdown,
+    /// A name lookup for a destination connect finished (sent by the lookup thread).
+    Resolved {
+        local: LocalId,
+        addrs: io::Result<Vec<SocketAddr>>,
+    },
+}
+
+/// What the local thread reports to the tunnel thread.
+#[derive(Debug)]
+pub enum Event {
+    Accepted {
+        local: LocalId,
+        service: usize,
+    },
+    Connected {
+        local: LocalId,
+    },
+    ConnectFailed {
+        local: LocalId,
+    },
+    /// Bytes read from `local`: the payload is `buf[DATA_HEADROOM..]`, with room in front
+    /// for the DATA header. Counted in [`Shared::to_tunnel`].
+    Data {
+        local: LocalId,
+        buf: Vec<u8>,
+    },
+    Closed {
+        local: LocalId,
+    },
+    Listening {
+        service: usize,
+        addr: SocketAddr,
+    },
+    /// A listener could not be bound after the retries: the process gives up.
+    ListenFailed {
+        service: usize,
+        error: String,
+    },
+}
+
+/// State both I/O threads share: flow-control counters, the tunnel's readiness, status
+/// figures.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Payload bytes read from local sockets and not yet taken by the tunnel thread.
+    pub to_tunnel: AtomicUsize,
+    /// Payload bytes handed to the local thread and not yet written to a socket.
+    pub to_local: AtomicUsize,
+    /// The local thread stopped reading because `to_tunnel` is over its bound.
+    pub local_paused: AtomicBool,
+    /// The tunnel thread stopped reading because `to_local` is over its bound.
+    pub tunnel_paused: AtomicBool,
+    /// New local connections may be accepted (the tunnel is open and ready).
+    pub tunnel_ready: AtomicBool,
+    /// Payload bytes read from local sockets / written to local sockets, in total.
+    pub bytes_from_local: AtomicU64,
+    pub bytes_to_local: AtomicU64,
+}
+
+/// Limits and retry policy of the local side.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest read per DATA message (max_payload_size).
+    pub read_chunk: usize,
+    /// Bound of `Shared::to_tunnel`.
+    pub to_tunnel_max: usize,
+    /// Bound of `Shared::to_local` (enforced by the tunnel thread).
+    pub to_local_max: usize,
+    /// Destination connect and source bind retries (-1 = forever) and their delay.
+    pub retry_count: i64,
+    pub retry_delay: Duration,
+}
+
+enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    fn fd(&self) -> i32 {
+        match self {
+            Sock::Tcp(s) => s.as_raw_fd(),
+            Sock::Unix(s) => s.as_raw_fd(),
+        }
+    }
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        }
+    }
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write(buf),
+            Sock::Unix(s) => s.write(buf),
+        }
+    }
+    fn shutdown(&self) {
+        let _ = match self {
+            Sock::Tcp(s) => s.shutdown(Shutdown::Both),
+            Sock::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+enum State {
+    /// Waiting for a name lookup.
+    Resolving,
+    /// Waiting until `at` to try again.
+    Waiting {
+        at: Instant,
+    },
+    /// A connect to `addrs[next - 1]` is under way until `deadline`.
+    Connecting {
+        deadline: Instant,
+    },
+    Open,
+}
+
+struct Conn {
+    service: usize,
+    sock: Option<Sock>,
+    state: State,
+    target: Option<Target>,
+    addrs: Vec<SocketAddr>,
+    next_addr: usize,
+    attempts: i64,
+    out: VecDeque<Bytes>,
+    out_len: usize,
+    /// No more reads: EOF seen, or the session closed it; close once `out` is empty.
+    closing: bool,
+    opened: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+    peer: String,
+}
+
+struct Listener {
+    service: usize,
+    service_id: String,
+    host: String,
+    port: u16,
+    sock: Option<TcpListener>,
+    attempts: i64,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Wake,
+    Listener(usize),
+    Conn(LocalId),
+}
+
+/// The local thread's state. Create with [`LocalThread::new`], then call `run`.
+pub struct LocalThread {
+    limits: Limits,
+    rx: sys::Receiver<Command>,
+    me: sys::Sender<Command>,
+    events: sys::Sender<TunnelInput>,
+    tunnel_waker: Arc<Waker>,
+    shared: Arc<Shared>,
+    listeners: Vec<Listener>,
+    conns: HashMap<LocalId, Conn>,
+    next_accept_id: LocalId,
+    scratch: Vec<u8>,
+    stopping: Option<Instant>,
+}
+
+impl LocalThread {
+    /// `me` must be a sender of `rx`'s channel (lookup threads report through it).
+    pub fn new(
+        limits: Limits,
+        rx: sys::Receiver<Command>,
+        me: sys::Sender<Command>,
+        events: sys::Sender<TunnelInput>,
+        shared: Arc<Shared>,
+    ) -> LocalThread {
+        let tunnel_waker = events.waker().clone();
+        let scratch = vec![0; limits.read_chunk.max(1)];
+        LocalThread {
+            limits,
+            rx,
+            me,
+            events,
+            tunnel_waker,
+            shared,
+            listeners: Vec::new(),
+            conns: HashMap::new(),
+            next_accept_id: ACCEPTED_ID_BASE + 1,
+            scratch,
+            stopping: None,
+        }
+    }
+
+    fn emit(&self, e: Event) {
+        // The tunnel thread outlives us in every orderly path; if it is gone, we are
+        // stopping anyway.
+        let _ = self.events.send(TunnelInput::Local(e));
+    }
+
+    /// Runs until `Command::Shutdown` or until every sender is gone.
+    pub fn run(mut self) -> io::Result<()> {
+        let waker = self.rx.waker().clone();
+        let mut set = PollSet::new();
+        let mut slots: Vec<Slot> = Vec::new();
+        loop {
+            loop {
+                match self.rx.try_recv() {
+                    Recv::Msg(c) => self.command(c),
+                    Recv::Empty => break,
+                    Recv::Closed => return Ok(()),
+                }
+            }
+            let now = Instant::now();
+            self.timers(now);
+            if let Some(deadline) = self.stopping {
+                if self.conns.values().all(|c| c.out.is_empty()) || now >= deadline {
+                    self.close_everything();
+                    return Ok(());
+                }
+            }
+
+            let can_read = self.update_local_pause();
+            set.clear();
+            slots.clear();
+            set.push(waker.fd(), Interest::READ);
+            slots.push(Slot::Wake);
+            if self.stopping.is_none() {
+                for (i, l) in self.listeners.iter().enumerate() {
+                    if let Some(s) = &l.sock {
+                        set.push(s.as_raw_fd(), Interest::READ);
+                        slots.push(Slot::Listener(i));
+                    }
+                }
+            }
+            let mut deadline: Option<Instant> = self.stopping;
+            for (&id, c) in &self.conns {
+                let Some(sock) = &c.sock else { continue };
+                let interest = match c.state {
+                    State::Connecting { deadline: d } => {
+                        deadline = Some(deadline.map_or(d, |x| x.min(d)));
+                        Interest::WRITE
+                    }
+                    State::Open => Interest {
+                        read: can_read && !c.closing && self.stopping.is_none(),
+                        write: !c.out.is_empty(),
+                    },
+                    _ => continue,
+                };
+                if interest != Interest::NONE {
+                    set.push(sock.fd(), interest);
+                    slots.push(Slot::Conn(id));
+                }
+            }
+            for c in self.conns.values() {
+                if let State::Waiting { at } = c.state {
+                    deadline = Some(deadline.map_or(at, |x| x.min(at)));
+                }
+            }
+            for l in &self.listeners {
+                if let Some(at) = l.retry_at {
+                    deadline = Some(deadline.map_or(at, |x| x.min(at)));
+                }
+            }
+            let timeout = if self.rx.prepare_sleep() {
+                sys::until(deadline)
+            } else {
+                Some(Duration::ZERO)
+            };
+            set.wait(timeout)?;
+            for (i, slot) in slots.iter().enumerate() {
+                let r = set.ready(i);
+                if !r.any() {
+                    continue;
+                }
+                match *slot {
+                    Slot::Wake => waker.disarm(),
+                    Slot::Listener(idx) => self.accept(idx),
+                    Slot::Conn(id) => self.conn_ready(id, r),
+                }
+            }
+        }
+    }
+
+    /// Pauses reading while too much waits for the tunnel; returns whether reads may go on.
+    fn update_local_pause(&self) -> bool {
+        let max = self.limits.to_tunnel_max;
+        if self.shared.to_tunnel.load(Ordering::SeqCst) < max {
+            self.shared.local_paused.store(false, Ordering::SeqCst);
+            return true;
+        }
+        self.shared.local_paused.store(true, Ordering::SeqCst);
+        // The tunnel thread may have drained the queue between the load and the store.
+        if self.shared.to_tunnel.load(Ordering::SeqCst) < max {
+            self.shared.local_paused.store(false, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Listen {
+                service,
+                service_id,
+                host,
+                port,
+            } => {
+                self.listeners.push(Listener {
+                    service,
+                    service_id,
+                    host,
+                    port,
+                    sock: None,
+                    attempts: 0,
+                    retry_at: None,
+                });
+                let idx = self.listeners.len() - 1;
+                self.bind(idx);
+            }
+            Command::Connect {
+                local,
+                service,
+                target,
+            } => self.connect(local, service, target),
+            Command::Write { local, data } => match self.conns.get_mut(&local) {
+                Some(c) if c.sock.is_some() || !matches!(c.state, State::Open) => {
+                    c.out_len += data.len();
+                    c.out.push_back(data);
+                }
+                _ => self.release_to_local(data.len()),
+            },
+            Command::Close { local } => {
+                if let Some(c) = self.conns.get_mut(&local) {
+                    c.closing = true;
+                    if c.out.is_empty() || !matches!(c.state, State::Open) {
+                        self.drop_conn(local, false);
+                    }
+                }
+            }
+            Command::Refuse { local } => {
+                if let Some(c) = self.conns.remove(&local) {
+                    if let Some(s) = &c.sock {
+                        s.shutdown();
+                    }
+                    self.release_to_local(c.out_len);
+                }
+            }
+            Command::Shutdown => {
+                self.stopping = Some(Instant::now() + FLUSH_ON_EXIT);
+                for c in self.conns.values_mut() {
+                    c.closing = true;
+                }
+            }
+            Command::Resolved { local, addrs } => self.resolved(local, addrs),
+        }
+    }
+
+    fn timers(&mut self, now: Instant) {
+        let due: Vec<LocalId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| match c.state {
+                State::Waiting { at } => at <= now,
+                State::Connecting { deadline } => deadline <= now,
+                _ => false,
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let timed_out = matches!(
+                self.conns.get(&id).map(|c| &c.state),
+                Some(State::Connecting { .. })
+            );
+            if timed_out {
+                let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                self.connect_error(id, err);
+            } else {
+                self.try_connect(id);
+            }
+        }
+        for idx in 0..self.listeners.len() {
+            if self.listeners[idx].retry_at.is_some_and(|at| at <= now) {
+                self.bind(idx);
+            }
+        }
+    }
+
+    fn bind(&mut self, idx: usize) {
+        let l = &mut self.listeners[idx];
+        l.retry_at = None;
+        let result = (l.host.as_str(), l.port)
+            .to_socket_addrs()
+            .and_then(|mut a| {
+                a.next().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, "the name has no address")
+                })
+            })
+            .and_then(|addr| {
+                let s = TcpListener::bind(addr)?;
+                s.set_nonblocking(true)?;
+                Ok(s)
+            });
+        let name = if l.service_id.is_empty() {
+            "(unnamed)".to_string()
+        } else {
+            l.service_id.clone()
+        };
+        match result {
+            Ok(sock) => {
+                let addr = sock
+                    .local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], l.port)));
+                log::info!("listening on {addr} for service {name}");
+                l.sock = Some(sock);
+                let service = l.service;
+                self.emit(Event::Listening { service, addr });
+            }
+            Err(e) => {
+                l.attempts += 1;
+                let retries = self.limits.retry_count;
+                if retries >= 0 && l.attempts > retries {
+                    let error = format!(
+                        "cannot listen on {}:{} for service {name}: {e}; free the port or choose another with -s",
+                        l.host, l.port
+                    );
+                    let service = l.service;
+                    self.emit(Event::ListenFailed { service, error });
+                } else {
+                    log::warn!(
+                        "cannot listen on {}:{} for service {name}: {e}; retrying in {} ms",
+                        l.host,
+                        l.port,
+                        self.limits.retry_delay.as_millis()
+                    );
+                    l.retry_at = Some(Instant::now() + self.limits.retry_delay);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, idx: usize) {
+        loop {
+            let Some(sock) = &self.listeners[idx].sock else {
+                return;
+            };
+            match sock.accept() {
+                Ok((s, peer)) => {
+                    if !self.shared.tunnel_ready.load(Ordering::SeqCst) {
+                        log::warn!(
+                            "refused a connection from {peer}: the tunnel is not open; try again when it is"
+                        );
+                        drop(s);
+                        continue;
+                    }
+                    if s.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let _ = s.set_nodelay(true);
+                    let local = self.next_accept_id;
+                    self.next_accept_id += 1;
+                    let service = self.listeners[idx].service;
+                    log::debug!("accepted connection {local} from {peer}");
+                    self.conns.insert(
+                        local,
+                        Conn::new(service, Some(Sock::Tcp(s)), State::Open, peer.to_string()),
+                    );
+                    self.emit(Event::Accepted { local, service });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ECONNABORTED, EMFILE, ...: log and try again at the next wake-up.
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, local: LocalId, service: usize, target: Target) {
+        let peer = target.to_string();
+        let mut c = Conn::new(service, None, State::Resolving, peer);
+        c.target = Some(target.clone());
+        self.conns.insert(local, c);
+        match target {
+            Target::Unix(_) => self.try_connect(local),
+            Target::Tcp { host, port } => {
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    self.resolved(local, Ok(vec![SocketAddr::new(ip, port)]));
+                } else {
+                    // getaddrinfo blocks; never on this thread.
+                    let me = self.me.clone();
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("lookup".into())
+                            .spawn(move || {
+                                let addrs = (host.as_str(), port)
+                                    .to_socket_addrs()
+                                    .map(|a| a.collect::<Vec<_>>());
+                                let _ = me.send(Command::Resolved { local, addrs });
+                            });
+                    if let Err(e) = spawned {
+                        self.resolved(local, Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn resolved(&mut self, local: LocalId, addrs: io::Result<Vec<SocketAddr>>) {
+        let Some(c) = self.conns.get_mut(&local) else {
+            return;
+        };
+        match addrs {
+            Ok(a) if !a.is_empty() => {
+                c.addrs = a;
+                c.next_addr = 0;
+                self.try_connect(local);
+            }
+            Ok(_) => self.connect_error(
+                local,
+                io::Error::new(io::ErrorKind::NotFound, "the name has no address"),
+            ),
+            Err(e) => self.connect_error(local, e),
+        }
+    }
+
+    fn try_connect(&mut self, local: LocalId) {
+        let Some(c) = self.conns.get_mut(&local) else {
+            return;
+        };
+        if let Some(Target::Unix(path)) = &c.target {
+            match UnixStream::connect(path).and_then(|s| s.set_nonblocking(true).map(|_| s)) {
+                Ok(s) => {
+                    c.sock = Some(Sock::Unix(s));
+                    self.connected(local);
+                }
+                Err(e) => self.connect_error(local, e),
+            }
+            return;
+        }
+        if c.addrs.is_empty() {
+            // A retry after a failed lookup: look the name up again.
+            if let Some(t) = c.target.clone() {
+                let service = c.service;
+                let keep = std::mem::take(&mut c.out);
+                let keep_len = c.out_len;
+                let attempts = c.attempts;
+                self.connect(local, service, t);
+                if let Some(c) = self.conns.get_mut(&local) {
+                    c.out = keep;
+                    c.out_len = keep_len;
+                    c.attempts = attempts;
+                }
+            }
+            return;
+        }
+        let addr = c.addrs[c.next_addr % c.addrs.len()];
+        c.next_addr += 1;
+        match sys::connect_nonblocking(&addr) {
+            Ok(s) => {
+                c.sock = Some(Sock::Tcp(s));
+                c.state = State::Connecting {
+                    deadline: Instant::now() + CONNECT_TIMEOUT,
+                };
+            }
+            Err(e) => self.connect_error(local, e),
+        }
+    }
+
+    fn connected(&mut self, local: LocalId) {
+        let Some(c) = self.conns.get_mut(&local) else {
+            return;
+        };
+        if let Some(Sock::Tcp(s)) = &c.sock {
+            let _ = s.set_nodelay(true);
+        }
+        c.state = State::Open;
+        c.opened = Instant::now();
+        log::info!("connection {local} opened to {}", c.peer);
+        self.emit(Event::Connected { local });
+    }
+
+    /// One connect attempt failed: try the next address, wait and retry, or give up.
+    fn connect_error(&mut self, local: LocalId, e: io::Error) {
+        let Some(c) = self.conns.get_mut(&local) else {
+            return;
+        };
+        c.sock = None;
+        if c.next_addr < c.addrs.len() {
+            self.try_connect(local);
+            return;
+        }
+        c.attempts += 1;
+        c.next_addr = 0;
+        let retries = self.limits.retry_count;
+        if retries >= 0 && c.attempts > retries {
+            log::warn!(
+                "cannot connect to {} after {} attempts: {e}; is the service running there?",
+                c.peer,
+                c.attempts
+            );
+            let len = c.out_len;
+            self.conns.remove(&local);
+            self.release_to_local(len);
+            self.emit(Event::ConnectFailed { local });
+        } else {
+            log::info!(
+                "cannot connect to {}: {e}; retrying in {} ms",
+                c.peer,
+                self.limits.retry_delay.as_millis()
+            );
+            c.state = State::Waiting {
+                at: Instant::now() + self.limits.retry_delay,
+            };
+        }
+    }
+
+    fn conn_ready(&mut self, local: LocalId, r: sys::Ready) {
+        let Some(c) = self.conns.get_mut(&local) else {
+            return;
+        };
+        if let State::Connecting { .. } = c.state {
+            let err = match &c.sock {
+                Some(Sock::Tcp(s)) => s.take_error().unwrap_or_else(Some),
+                _ => None,
+            };
+            match err {
+                None if r.write => self.connected(local),
+                None => {}
+                Some(e) => self.connect_error(local, e),
+            }
+            return;
+        }
+        if r.write || r.hangup {
+            if let Err(e) = self.flush(local) {
+                self.failed(local, e);
+                return;
+            }
+        }
+        if r.read || r.hangup {
+            self.read(local);
+        }
+    }
+
+    fn flush(&mut self, local: LocalId) -> io::Result<()> {
+        let Some(c) = self.conns.get_mut(&local) else {
+            return Ok(());
+        };
+        let Some(sock) = c.sock.as_mut() else {
+            return Ok(());
+        };
+        let mut written = 0usize;
+        let result = loop {
+            let Some(front) = c.out.front_mut() else {
+                break Ok(());
+            };
+            match sock.write(front) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    written += n;
+                    if n == front.len() {
+                        c.out.pop_front();
+                    } else {
+                        let rest = front.slice(n..);
+                        *front = rest;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        c.out_len -= written;
+        c.bytes_out += written as u64;
+        let done = c.closing && c.out.is_empty();
+        self.shared
+            .bytes_to_local
+            .fetch_add(written as u64, Ordering::Relaxed);
+        self.release_to_local(written);
+        result?;
+        if done {
+            self.drop_conn(local, false);
+        }
+        Ok(())
+    }
+
+    /// Frees `n` bytes of the tunnel → local budget and wakes the tunnel thread if it
+    /// stopped reading for lack of it.
+    fn release_to_local(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let before = self.shared.to_local.fetch_sub(n, Ordering::SeqCst);
+        let after = before.saturating_sub(n);
+        if after < self.limits.to_local_max
+            && self.shared.tunnel_paused.swap(false, Ordering::SeqCst)
+        {
+            self.tunnel_waker.wake();
+        }
+    }
+
+    fn read(&mut self, local: LocalId) {
+        for _ in 0..READS_PER_WAKE {
+            if self.shared.to_tunnel.load(Ordering::SeqCst) >= self.limits.to_tunnel_max {
+                return;
+            }
+            let Some(c) = self.conns.get_mut(&local) else {
+                return;
+            };
+            if c.closing {
+                return;
+            }
+            let Some(sock) = c.sock.as_mut() else { return };
+            match sock.read(&mut self.scratch) {
+                Ok(0) => {
+                    log::debug!("connection {local}: the local peer closed it");
+                    c.closing = true;
+                    self.emit(Event::Closed { local });
+                    if self.conns.get(&local).is_some_and(|c| c.out.is_empty()) {
+                        self.drop_conn(local, false);
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    c.bytes_in += n as u64;
+                    let mut buf = Vec::with_capacity(DATA_HEADROOM + n);
+                    buf.resize(DATA_HEADROOM, 0);
+                    buf.extend_from_slice(&self.scratch[..n]);
+                    self.shared.to_tunnel.fetch_add(n, Ordering::SeqCst);
+                    self.shared
+                        .bytes_from_local
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    self.emit(Event::Data { local, buf });
+                    if n < self.scratch.len() {
+                        // The socket had no more for now: skip the WouldBlock read.
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.failed(local, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The socket failed: report it (unless the session already closed it) and drop it.
+    fn failed(&mut self, local: LocalId, e: io::Error) {
+        let Some(c) = self.conns.get(&local) else {
+            return;
+        };
+        log::debug!("connection {local}: {e}");
+        let report = !c.closing;
+        self.drop_conn(local, report);
+    }
+
+    fn drop_conn(&mut self, local: LocalId, report: bool) {
+        let Some(c) = self.conns.remove(&local) else {
+            return;
+        };
+        if let Some(s) = &c.sock {
+            s.shutdown();
+        }
+        self.release_to_local(c.out_len);
+        if report {
+            self.emit(Event::Closed { local });
+        }
+        let peer = &c.peer;
+        log::info!(
+            "connection {local} ({peer}) closed after {:.2} s: {} bytes in, {} bytes out",
+            c.opened.elapsed().as_secs_f64(),
+            c.bytes_in,
+            c.bytes_out
+        );
+    }
+
+    fn close_everything(&mut self) {
+        let ids: Vec<LocalId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.drop_conn(id, false);
+        }
+        self.listeners.clear();
+    }
+}
+
+impl Conn {
+    fn new(service: usize, sock: Option<Sock>, state: State, peer: String) -> Conn {
+        Conn {
+            service,
+            sock,
+            state,
+            target: None,
+            addrs: Vec::new(),
+            next_addr: 0,
+            attempts: 0,
+            out: VecDeque::new(),
+            out_len: 0,
+            closing: false,
+            opened: Instant::now(),
+            bytes_in: 0,
+            bytes_out: 0,
+            peer,
+        }
+    }
+}

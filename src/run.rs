@@ -1,0 +1,139 @@
+//! The main thread's part of a run: build the TLS connector, block the signals, spawn
+//! the tunnel and local threads, wait for a signal or for a thread to finish, stop the
+//! other thread, and turn the outcome into an exit code.
+//!
+//! Stopping is bounded: after SIGTERM/SIGINT the threads get [`STOP_TIMEOUT`] to send
+//! the close frame and flush local sockets; then the process exits regardless (a thread
+//! may still be inside a connect attempt, which has its own timeouts).
+
+use crate::config::Config;
+use crate::local::{self, LocalThread, Shared};
+use crate::sys::{self, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+use crate::tunnel::{self, connect, TunnelThread};
+use crate::Exit;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long the threads may take to stop after a signal.
+pub const STOP_TIMEOUT: Duration = Duration::from_millis(1800);
+
+const SIGNALS: [i32; 5] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2];
+
+/// Runs the proxy until the tunnel ends or a signal stops it.
+pub fn run(config: Config) -> Exit {
+    let tls = match connect::tls_connector(config.capath.as_deref(), config.no_ssl_host_verify) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("{e}");
+            return Exit::Usage;
+        }
+    };
+    if let Err(e) = sys::block_signals(&SIGNALS) {
+        log::error!("cannot block signals: {e}");
+        return Exit::Internal;
+    }
+    match spawn_and_wait(config, tls) {
+        Ok(x) => x,
+        Err(e) => {
+            log::error!("{e}");
+            Exit::Internal
+        }
+    }
+}
+
+fn spawn_and_wait(config: Config, tls: native_tls::TlsConnector) -> std::io::Result<Exit> {
+    let s = &config.settings;
+    let limits = local::Limits {
+        read_chunk: s.max_payload_size,
+        to_tunnel_max: s.ws_write_buffer_size.max(s.max_payload_size),
+        to_local_max: s.tcp_write_buffer_size.max(s.max_payload_size),
+        retry_count: s.tcp_connection_retry_count,
+        retry_delay: Duration::from_millis(s.tcp_connection_retry_delay_ms),
+    };
+    let (tunnel_tx, tunnel_rx) = sys::channel_with::<tunnel::Input>(sys::Waker::new()?);
+    let (local_tx, local_rx) = sys::channel_with::<local::Command>(sys::Waker::new()?);
+    let shared = Arc::new(Shared::default());
+    let outcome: Arc<Mutex<Option<Exit>>> = Arc::new(Mutex::new(None));
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+
+    let local_thread = LocalThread::new(
+        limits.clone(),
+        local_rx,
+        local_tx.clone(),
+        tunnel_tx.clone(),
+        shared.clone(),
+    );
+    let out = outcome.clone();
+    let done = done_tx.clone();
+    std::thread::Builder::new()
+        .name("local".into())
+        .spawn(move || {
+            if let Err(e) = local_thread.run() {
+                log::error!("local sockets failed: {e}");
+                finish(&out, Exit::Internal);
+            }
+            let _ = done.send(());
+        })?;
+
+    let tunnel_thread = TunnelThread::new(
+        Arc::new(config),
+        tls,
+        tunnel_rx,
+        local_tx.clone(),
+        shared,
+        limits,
+    );
+    let out = outcome.clone();
+    std::thread::Builder::new()
+        .name("tunnel".into())
+        .spawn(move || {
+            let x = tunnel_thread.run();
+            finish(&out, x);
+            let _ = done_tx.send(());
+        })?;
+
+    let exit = loop {
+        let sig = sys::wait_signal(&SIGNALS)?;
+        match sig {
+            SIGUSR1 => {
+                let _ = tunnel_tx.send(tunnel::Input::Status);
+            }
+            SIGUSR2 => {
+                if let Some(x) = *outcome.lock().unwrap_or_else(|p| p.into_inner()) {
+                    break x;
+                }
+            }
+            _ => {
+                let name = match sig {
+                    SIGTERM => "SIGTERM",
+                    SIGINT => "SIGINT",
+                    _ => "SIGHUP",
+                };
+                log::info!("{name} received: closing the tunnel and local connections");
+                break Exit::Ok;
+            }
+        }
+    };
+    let _ = tunnel_tx.send(tunnel::Input::Shutdown);
+    let _ = local_tx.send(local::Command::Shutdown);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    let mut finished = 0;
+    while finished < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done_rx.recv_timeout(left) {
+            Ok(()) => finished += 1,
+            Err(_) => break,
+        }
+    }
+    Ok(exit)
+}
+
+/// Records a thread's outcome (the first one wins) and wakes the main thread.
+fn finish(slot: &Mutex<Option<Exit>>, x: Exit) {
+    let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if g.is_none() {
+        *g = Some(x);
+    }
+    drop(g);
+    sys::signal_self(SIGUSR2);
+}

@@ -1,0 +1,368 @@
+//! Opening the TLS WebSocket to the tunneling service: DNS with a deadline, TCP with a
+//! timeout, TLS 1.2+ with SNI and host-name verification, then the upgrade request of
+//! protocol.md §1.3 with every header the service expects.
+//!
+//! Each phase has its own named timeout, so a connect attempt can never hang. What to do
+//! after a failure (retry, wait, give up) is the caller's business: [`ConnectError`]
+//! only says whether retrying can help. Tokens go on the wire and nowhere else.
+
+use crate::config::{Mode, Secret};
+use crate::protocol::{Version, MAX_WS_FRAME};
+use native_tls::{HandshakeError as TlsHandshakeError, TlsConnector, TlsStream};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::http::HeaderValue;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::WebSocket;
+
+/// Name lookup of the endpoint.
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(10);
+/// One TCP connect to one address of the endpoint.
+pub const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshake plus WebSocket upgrade, each read and write.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub type Ws = WebSocket<TlsStream<TcpStream>>;
+
+/// Everything needed for one connect attempt.
+pub struct Target<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub mode: Mode,
+    pub access_token: &'a Secret,
+    pub client_token: Option<&'a Secret>,
+    pub subprotocol: &'a str,
+    pub tls: &'a TlsConnector,
+    pub ws_config: WebSocketConfig,
+}
+
+/// An open, upgraded WebSocket, switched to non-blocking mode.
+pub struct Opened {
+    pub ws: Ws,
+    pub version: Version,
+    pub channel_id: Option<String>,
+}
+
+/// Why a connect attempt failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    Resolve(String),
+    Tcp(String),
+    Tls(String),
+    /// The service answered the upgrade with 4xx: bad, used or wrong-mode token.
+    Rejected {
+        status: u16,
+        detail: String,
+    },
+    /// The service answered the upgrade with another status (5xx, 3xx).
+    Status {
+        status: u16,
+        detail: String,
+    },
+    Handshake(String),
+}
+
+impl ConnectError {
+    /// Whether the same request can succeed later. 4xx never does.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, ConnectError::Rejected { .. })
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Resolve(e) => write!(f, "name lookup failed: {e}"),
+            ConnectError::Tcp(e) => write!(f, "TCP connect failed: {e}"),
+            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            ConnectError::Rejected { status, detail } => write!(
+                f,
+                "the service refused the access token (HTTP {status}{detail}); the token may be \
+                 wrong, expired, for the other mode, or already used without a client token: \
+                 open a new tunnel or rotate the tokens"
+            ),
+            ConnectError::Status { status, detail } => {
+                write!(f, "the service answered HTTP {status}{detail}")
+            }
+            ConnectError::Handshake(e) => write!(f, "WebSocket upgrade failed: {e}"),
+        }
+    }
+}
+
+/// Builds the TLS connector once: TLS 1.2 or newer, the default trust store plus every
+/// certificate found in `capath`, or no verification at all with `insecure`.
+pub fn tls_connector(capath: Option<&Path>, insecure: bool) -> Result<TlsConnector, String> {
+    let mut b = TlsConnector::builder();
+    b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+    if let Some(dir) = capath {
+        let n = add_ca_dir(&mut b, dir)?;
+        log::info!("trusting {n} extra certificate(s) from {}", dir.display());
+    }
+    if insecure {
+        for line in [
+            "**************************************************************",
+            "*  -k/--no-ssl-host-verify: the service's certificate and    *",
+            "*  host name are NOT checked. Anyone on the network path can *",
+            "*  read and change this tunnel. Use only for testing.        *",
+            "**************************************************************",
+        ] {
+            log::warn!("{line}");
+        }
+        b.danger_accept_invalid_certs(true);
+        b.danger_accept_invalid_hostnames(true);
+    }
+    b.build()
+        .map_err(|e| format!("cannot set up TLS: {e}; check the OpenSSL installation"))
+}
+
+/// Adds every certificate in the PEM files of `dir` (OpenSSL hashed layout or plain
+/// files); files without certificates are skipped.
+fn add_ca_dir(b: &mut native_tls::TlsConnectorBuilder, dir: &Path) -> Result<usize, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        format!(
+            "--capath: cannot read {}: {e}; give a directory of PEM certificates",
+            dir.display()
+        )
+    })?;
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(certs) = openssl::x509::X509::stack_from_pem(&bytes) else {
+            log::debug!("--capath: no certificate in {}", path.display());
+            continue;
+        };
+        for c in certs {
+            let der = c.to_der().map_err(|e| e.to_string())?;
+            let cert = native_tls::Certificate::from_der(&der).map_err(|e| e.to_string())?;
+            b.add_root_certificate(cert);
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return Err(format!(
+            "--capath: no PEM certificate found in {}; put the CA certificates there",
+            dir.display()
+        ));
+    }
+    Ok(n)
+}
+
+/// Resolves `host` on a throwaway thread so a stuck resolver costs at most DNS_TIMEOUT.
+fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("dns".into())
+        .spawn(move || {
+            let r = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>());
+            let _ = tx.send(r);
+        })
+        .map_err(|e| ConnectError::Resolve(e.to_string()))?;
+    match rx.recv_timeout(DNS_TIMEOUT) {
+        Ok(Ok(a)) if !a.is_empty() => Ok(a),
+        Ok(Ok(_)) => Err(ConnectError::Resolve(format!("{host} has no address"))),
+        Ok(Err(e)) => Err(ConnectError::Resolve(format!("{host}: {e}"))),
+        Err(_) => Err(ConnectError::Resolve(format!(
+            "{host}: no answer within {} s",
+            DNS_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn tcp_connect(addrs: &[SocketAddr]) -> Result<TcpStream, ConnectError> {
+    let mut last = String::new();
+    for a in addrs {
+        match TcpStream::connect_timeout(a, TCP_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Err(ConnectError::Tcp(last))
+}
+
+/// The WebSocket limits the protocol needs: frames and messages of at most 131076 bytes.
+pub fn ws_config(read_buffer: usize, write_buffer: usize) -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    c.read_buffer_size = read_buffer.clamp(4096, MAX_WS_FRAME);
+    c.write_buffer_size = write_buffer.clamp(4096, MAX_WS_FRAME);
+    // Room for the buffer plus two of the largest messages: the tunnel thread stops
+    // queueing once a flush would block, so this bound is never reached in practice.
+    c.max_write_buffer_size = c.write_buffer_size + 2 * (MAX_WS_FRAME + 16);
+    c.max_message_size = Some(MAX_WS_FRAME);
+    c.max_frame_size = Some(MAX_WS_FRAME);
+    c
+}
+
+/// One connect attempt, blocking with the timeouts above.
+pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
+    let addrs = resolve(t.host, t.port)?;
+    let tcp = tcp_connect(&addrs)?;
+    let _ = tcp.set_nodelay(true);
+    let timeouts = tcp
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .and_then(|_| tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT)));
+    timeouts.map_err(|e| ConnectError::Tcp(e.to_string()))?;
+
+    let sni = t.host.trim_start_matches('[').trim_end_matches(']');
+    let tls = match t.tls.connect(sni, tcp) {
+        Ok(s) => s,
+        Err(TlsHandshakeError::Failure(e)) => return Err(ConnectError::Tls(e.to_string())),
+        Err(TlsHandshakeError::WouldBlock(_)) => {
+            return Err(ConnectError::Tls(format!(
+                "no answer within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            )))
+        }
+    };
+
+    let uri = if t.port == 443 {
+        format!(
+            "wss://{}/tunnel?local-proxy-mode={}",
+            t.host,
+            t.mode.as_str()
+        )
+    } else {
+        format!(
+            "wss://{}:{}/tunnel?local-proxy-mode={}",
+            t.host,
+            t.port,
+            t.mode.as_str()
+        )
+    };
+    let mut req = uri
+        .into_client_request()
+        .map_err(|e| ConnectError::Handshake(format!("bad endpoint: {e}")))?;
+    let h = req.headers_mut();
+    let value = |s: &str| {
+        HeaderValue::from_str(s).map_err(|_| {
+            ConnectError::Handshake("a header value has characters HTTP does not allow".into())
+        })
+    };
+    let mut token = value(t.access_token.expose())?;
+    token.set_sensitive(true);
+    h.insert("access-token", token);
+    if let Some(ct) = t.client_token {
+        let mut v = value(ct.expose())?;
+        v.set_sensitive(true);
+        h.insert("client-token", v);
+    }
+    h.insert("Sec-WebSocket-Protocol", value(t.subprotocol)?);
+    h.insert("User-Agent", value(&user_agent())?);
+
+    let (mut ws, response) =
+        match tungstenite::client::client_with_config(req, tls, Some(t.ws_config)) {
+            Ok(x) => x,
+            Err(HandshakeError::Interrupted(_)) => {
+                return Err(ConnectError::Handshake(format!(
+                    "no answer within {} s",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                )))
+            }
+            Err(HandshakeError::Failure(e)) => return Err(handshake_error(e)),
+        };
+    let version = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(Version::from_subprotocol)
+        .ok_or_else(|| {
+            ConnectError::Handshake("the service accepted no known subprotocol".into())
+        })?;
+    let channel_id = response
+        .headers()
+        .get("channel-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    let tcp = ws.get_mut().get_mut();
+    let nb = tcp
+        .set_read_timeout(None)
+        .and_then(|_| tcp.set_write_timeout(None))
+        .and_then(|_| tcp.set_nonblocking(true));
+    nb.map_err(|e| ConnectError::Tcp(e.to_string()))?;
+    Ok(Opened {
+        ws,
+        version,
+        channel_id,
+    })
+}
+
+fn handshake_error(e: tungstenite::Error) -> ConnectError {
+    match e {
+        tungstenite::Error::Http(resp) => {
+            let status = resp.status();
+            let reason = status.canonical_reason().unwrap_or("");
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| {
+                    String::from_utf8_lossy(b)
+                        .trim()
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            let mut detail = String::new();
+            if !reason.is_empty() {
+                detail.push(' ');
+                detail.push_str(reason);
+            }
+            if !body.is_empty() {
+                detail.push_str(": ");
+                detail.push_str(&body);
+            }
+            if status.is_client_error() {
+                ConnectError::Rejected {
+                    status: status.as_u16(),
+                    detail,
+                }
+            } else {
+                ConnectError::Status {
+                    status: status.as_u16(),
+                    detail,
+                }
+            }
+        }
+        tungstenite::Error::Io(e) if is_timeout(&e) => ConnectError::Handshake(format!(
+            "no answer within {} s",
+            HANDSHAKE_TIMEOUT.as_secs()
+        )),
+        other => ConnectError::Handshake(other.to_string()),
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Our own User-Agent: name, version, OS and CPU.
+pub fn user_agent() -> String {
+    format!(
+        "localproxy-rs/{} ({}; {})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}

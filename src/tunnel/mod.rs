@@ -1,0 +1,694 @@
+//! The tunnel thread: owns the TLS WebSocket and the [`Session`].
+//!
+//! It connects (see [`connect`]), waits for SERVICE_IDS, turns tunnel messages into
+//! local commands and local events into tunnel messages, pings, notices a dead peer,
+//! and reconnects with exponential backoff and jitter. After the upgrade the socket is
+//! non-blocking and the thread blocks only in `poll(2)` over the socket and its wake
+//! fd, with the next ping or dead-peer deadline as the timeout: no polling loops.
+//!
+//! Back-pressure: it stops reading the WebSocket while the local thread has too much
+//! queued ([`Shared::to_local`]), and stops taking local data while the WebSocket cannot
+//! be written.
+
+pub mod connect;
+
+use crate::config::Config;
+use crate::local::{self, Command, Event, Shared};
+use crate::protocol::codec::{self, Limits};
+use crate::protocol::{Message as TunnelMessage, DATA_HEADROOM};
+use crate::session::{Input as SessionInput, Output, Session};
+use crate::sys::{self, Interest, PollSet, Recv};
+use crate::Exit;
+use native_tls::TlsConnector;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Bytes, Message};
+
+/// How long a SIGTERM may spend sending the close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What reaches the tunnel thread: local events, and main's requests.
+#[derive(Debug)]
+pub enum Input {
+    Local(Event),
+    /// SIGTERM/SIGINT: send a close frame and stop.
+    Shutdown,
+    /// SIGUSR1: log one status line.
+    Status,
+}
+
+/// Why a WebSocket session ended.
+enum End {
+    /// The service closed the tunnel (close frame): exit 0.
+    Closed,
+    /// We were asked to stop.
+    Shutdown,
+    /// Lost for this reason: reconnect.
+    Lost(String),
+    /// Stop with this exit code.
+    Fatal(Exit),
+}
+
+enum Phase {
+    Connecting,
+    Open { since: Instant },
+    Backoff { until: Instant },
+}
+
+/// The tunnel thread's state. Create with [`TunnelThread::new`], then call `run`.
+pub struct TunnelThread {
+    cfg: Arc<Config>,
+    tls: TlsConnector,
+    session: Session,
+    rx: sys::Receiver<Input>,
+    local: sys::Sender<Command>,
+    shared: Arc<Shared>,
+    limits: local::Limits,
+    codec_limits: Limits,
+    rng: u64,
+    phase: Phase,
+    reconnects: u64,
+    outs: Vec<Output>,
+}
+
+impl TunnelThread {
+    pub fn new(
+        cfg: Arc<Config>,
+        tls: TlsConnector,
+        rx: sys::Receiver<Input>,
+        local: sys::Sender<Command>,
+        shared: Arc<Shared>,
+        limits: local::Limits,
+    ) -> TunnelThread {
+        let s = &cfg.settings;
+        let session = Session::new(
+            cfg.mode,
+            cfg.client_type,
+            cfg.mappings.clone(),
+            cfg.config_dir_mappings.clone(),
+            cfg.bind_address.clone(),
+            s.tcp_max_active_connections,
+        );
+        let codec_limits = Limits {
+            max_message: s.max_size.min(crate::protocol::MAX_MESSAGE),
+            max_payload: s.max_payload_size,
+        };
+        TunnelThread {
+            tls,
+            session,
+            rx,
+            local,
+            shared,
+            limits,
+            codec_limits,
+            rng: seed(),
+            phase: Phase::Connecting,
+            reconnects: 0,
+            outs: Vec::new(),
+            cfg,
+        }
+    }
+
+    /// Connects, serves, reconnects; returns the process exit code.
+    pub fn run(mut self) -> Exit {
+        let mut failures: u32 = 0;
+        let endpoint = format!(
+            "wss://{}:{}",
+            self.cfg.endpoint.host, self.cfg.endpoint.port
+        );
+        loop {
+            self.phase = Phase::Connecting;
+            self.shared.tunnel_ready.store(false, Ordering::SeqCst);
+            log::info!("connecting to {endpoint} as {}", self.cfg.mode.as_str());
+            let s = &self.cfg.settings;
+            let target = connect::Target {
+                host: &self.cfg.endpoint.host,
+                port: self.cfg.endpoint.port,
+                mode: self.cfg.mode,
+                access_token: &self.cfg.access_token,
+                client_token: self.cfg.client_token.as_ref(),
+                subprotocol: &s.ws_subprotocol,
+                tls: &self.tls,
+                ws_config: connect::ws_config(s.ws_read_buffer_size, s.ws_write_buffer_size),
+            };
+            match connect::connect(&target) {
+                Ok(opened) => {
+                    let (end, was_ready) = self.serve(opened);
+                    match end {
+                        End::Closed | End::Shutdown => return Exit::Ok,
+                        End::Fatal(x) => return x,
+                        End::Lost(why) => {
+                            self.reconnects += 1;
+                            if !self.cfg.settings.ws_reconnect_on_data_error {
+                                log::error!(
+                                    "tunnel lost: {why}; not reconnecting because websocket.reconnect_on_data_error is false"
+                                );
+                                return Exit::GaveUp;
+                            }
+                            log::warn!("tunnel lost: {why}; reconnecting");
+                            if was_ready {
+                                failures = 0;
+                            }
+                            failures += 1;
+                        }
+                    }
+                }
+                Err(e) if !e.retryable() => {
+                    log::error!("{e}");
+                    return Exit::Rejected;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let max = self.cfg.settings.ws_connect_retry_count;
+                    if max >= 0 && i64::from(failures) > max {
+                        log::error!(
+                            "cannot connect to {endpoint}: {e}; giving up after {failures} attempt(s) (websocket.connect_retry_count = {max})"
+                        );
+                        return Exit::GaveUp;
+                    }
+                    log::warn!("cannot connect to {endpoint}: {e}");
+                }
+            }
+            let delay = self.backoff(failures);
+            log::info!("next attempt in {:.1} s", delay.as_secs_f64());
+            if let Some(end) = self.wait_offline(Instant::now() + delay) {
+                return end;
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter: the first retry after retry_delay_ms, then a
+    /// random delay between retry_delay_ms and a ceiling that doubles per failure up to
+    /// websocket.retry_max_delay_ms.
+    fn backoff(&mut self, failures: u32) -> Duration {
+        let s = &self.cfg.settings;
+        let base = s.ws_retry_delay_ms;
+        let cap = s.ws_retry_max_delay_ms.max(base);
+        let ceiling = base
+            .saturating_mul(1u64 << failures.saturating_sub(1).min(30))
+            .min(cap);
+        let ms = if ceiling <= base {
+            base
+        } else {
+            base + self.random() % (ceiling - base + 1)
+        };
+        Duration::from_millis(ms)
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: jitter needs spread, not secrecy.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Waits until `until` while no tunnel is open, serving local events (refusing new
+    /// connections). Returns an exit code if the thread must stop.
+    fn wait_offline(&mut self, until: Instant) -> Option<Exit> {
+        self.phase = Phase::Backoff { until };
+        let waker = self.rx.waker().clone();
+        let mut set = PollSet::new();
+        loop {
+            loop {
+                match self.rx.try_recv() {
+                    Recv::Msg(Input::Shutdown) | Recv::Closed => return Some(Exit::Ok),
+                    Recv::Msg(Input::Status) => self.log_status(),
+                    Recv::Msg(Input::Local(ev)) => {
+                        if let Err(end) = self.local_event(ev, None) {
+                            return Some(match end {
+                                End::Fatal(x) => x,
+                                _ => Exit::Ok,
+                            });
+                        }
+                    }
+                    Recv::Empty => break,
+                }
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            set.clear();
+            set.push(waker.fd(), Interest::READ);
+            let timeout = if self.rx.prepare_sleep() {
+                until - now
+            } else {
+                Duration::ZERO
+            };
+            if set.wait(Some(timeout)).is_ok() && set.ready(0).any() {
+                waker.disarm();
+            }
+        }
+    }
+
+    /// Serves one open WebSocket until it ends. Also returns whether the session got
+    /// ready (SERVICE_IDS), which resets the backoff.
+    fn serve(&mut self, opened: connect::Opened) -> (End, bool) {
+        let connect::Opened {
+            mut ws,
+            version,
+            channel_id,
+        } = opened;
+        log::info!(
+            "tunnel open ({version}, channel-id {})",
+            channel_id.as_deref().unwrap_or("not given")
+        );
+        self.phase = Phase::Open {
+            since: Instant::now(),
+        };
+        let mut ever_ready = false;
+        let end = self.serve_inner(&mut ws, version, &mut ever_ready);
+        self.shared.tunnel_ready.store(false, Ordering::SeqCst);
+        let mut outs = std::mem::take(&mut self.outs);
+        outs.clear();
+        self.session.handle(SessionInput::Lost, &mut outs);
+        let _ = self.apply(&mut outs, None, None);
+        self.outs = outs;
+        (end, ever_ready)
+    }
+
+    fn serve_inner(
+        &mut self,
+        ws: &mut connect::Ws,
+        version: crate::protocol::Version,
+        ever_ready: &mut bool,
+    ) -> End {
+        let mut outs = std::mem::take(&mut self.outs);
+        outs.clear();
+        self.session
+            .handle(SessionInput::Opened(version), &mut outs);
+        if let Err(e) = self.apply(&mut outs, Some(ws), None) {
+            return e;
+        }
+        self.outs = outs;
+        let fd = ws.get_ref().get_ref().as_raw_fd();
+        let waker = self.rx.waker().clone();
+        let period = Duration::from_millis(self.cfg.settings.ws_ping_period_ms.max(1));
+        let mut next_ping = Instant::now();
+        let mut last_heard = Instant::now();
+        let mut inbuf: Vec<u8> = Vec::new();
+        let mut write_blocked = false;
+        let mut set = PollSet::new();
+        loop {
+            // Local events, unless the WebSocket cannot take more.
+            while !write_blocked {
+                match self.rx.try_recv() {
+                    Recv::Msg(Input::Local(ev)) => match self.local_event(ev, Some(ws)) {
+                        Ok(blocked) => write_blocked |= blocked,
+                        Err(end) => return end,
+                    },
+                    Recv::Msg(Input::Status) => self.log_status(),
+                    Recv::Msg(Input::Shutdown) | Recv::Closed => {
+                        close_gracefully(ws, fd);
+                        return End::Shutdown;
+                    }
+                    Recv::Empty => break,
+                }
+            }
+            let ready = self.session.is_ready();
+            *ever_ready |= ready;
+            self.shared.tunnel_ready.store(ready, Ordering::SeqCst);
+
+            // Tunnel messages, unless local sockets have too much queued.
+            let mut can_read = self.may_read();
+            while can_read {
+                match ws.read() {
+                    Ok(Message::Binary(b)) => {
+                        last_heard = Instant::now();
+                        if let Err(end) = self.on_binary(b, &mut inbuf, ws) {
+                            return end;
+                        }
+                        can_read = self.may_read();
+                    }
+                    Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => last_heard = Instant::now(),
+                    Ok(Message::Text(_)) => {
+                        log::warn!("dropped a text frame: the service sends only binary frames")
+                    }
+                    Ok(Message::Close(frame)) => {
+                        match frame {
+                            Some(f) => log::info!(
+                                "the service closed the tunnel (code {}{}{})",
+                                u16::from(f.code),
+                                if f.reason.is_empty() { "" } else { ": " },
+                                f.reason.as_str()
+                            ),
+                            None => log::info!("the service closed the tunnel"),
+                        }
+                        let _ = ws.flush();
+                        return End::Closed;
+                    }
+                    Ok(Message::Frame(_)) => {}
+                    Err(tungstenite::Error::Io(e))
+                        if e.kind() == std::io::ErrorKind::WouldBlock =>
+                    {
+                        break
+                    }
+                    Err(tungstenite::Error::ConnectionClosed)
+                    | Err(tungstenite::Error::AlreadyClosed) => {
+                        return End::Lost("the connection closed".into())
+                    }
+                    Err(e) => return End::Lost(describe_ws_error(&e)),
+                }
+            }
+            if !can_read {
+                // We are the ones not reading: silence is not evidence of a dead peer.
+                last_heard = Instant::now();
+            }
+
+            let now = Instant::now();
+            if now >= next_ping {
+                let payload = epoch_ms().to_string();
+                if let Err(end) = write_ws(ws, Message::Ping(Bytes::from(payload))) {
+                    return end;
+                }
+                next_ping = now + period;
+            }
+            match ws.flush() {
+                Ok(()) => write_blocked = false,
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    write_blocked = true
+                }
+                Err(e) => return End::Lost(describe_ws_error(&e)),
+            }
+            let dead_at = last_heard + 2 * period;
+            if now >= dead_at {
+                return End::Lost(format!(
+                    "no answer from the service for {:.1} s",
+                    (now - last_heard).as_secs_f64()
+                ));
+            }
+
+            set.clear();
+            set.push(waker.fd(), Interest::READ);
+            set.push(
+                fd,
+                Interest {
+                    read: can_read,
+                    write: write_blocked,
+                },
+            );
+            let deadline = next_ping.min(dead_at);
+            let timeout = if self.rx.prepare_sleep() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = set.wait(Some(timeout)) {
+                return End::Lost(format!("poll failed: {e}"));
+            }
+            if set.ready(0).any() {
+                waker.disarm();
+            }
+        }
+    }
+
+    /// Whether the local side can take more data; marks the tunnel paused if not.
+    fn may_read(&self) -> bool {
+        let max = self.limits.to_local_max;
+        if self.shared.to_local.load(Ordering::SeqCst) < max {
+            return true;
+        }
+        self.shared.tunnel_paused.store(true, Ordering::SeqCst);
+        if self.shared.to_local.load(Ordering::SeqCst) < max {
+            self.shared.tunnel_paused.store(false, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
+    /// Parses one binary WebSocket message: tunnel messages may be split across frames
+    /// or packed several to a frame.
+    fn on_binary(
+        &mut self,
+        b: Bytes,
+        inbuf: &mut Vec<u8>,
+        ws: &mut connect::Ws,
+    ) -> Result<(), End> {
+        if inbuf.is_empty() {
+            let used = self.parse(&b, Some(&b), ws)?;
+            inbuf.extend_from_slice(&b[used..]);
+        } else {
+            inbuf.extend_from_slice(&b);
+            let used = self.parse(inbuf, None, ws)?;
+            inbuf.drain(..used);
+        }
+        Ok(())
+    }
+
+    /// Handles every whole message in `buf`; returns the bytes used. `frame` is `buf` as
+    /// shared bytes when payloads can be handed on without a copy.
+    fn parse(
+        &mut self,
+        buf: &[u8],
+        frame: Option<&Bytes>,
+        ws: &mut connect::Ws,
+    ) -> Result<usize, End> {
+        let mut pos = 0;
+        while pos < buf.len() {
+            match codec::decode(&buf[pos..], &self.codec_limits) {
+                Ok(Some((n, m))) => {
+                    pos += n;
+                    let mut outs = std::mem::take(&mut self.outs);
+                    outs.clear();
+                    self.session.handle(SessionInput::Message(&m), &mut outs);
+                    let r = self.apply(&mut outs, Some(ws), Some((&m, frame)));
+                    self.outs = outs;
+                    r?;
+                }
+                Ok(None) => break,
+                Err(e) => match e.skip() {
+                    Some(n) => {
+                        log::warn!("dropped a malformed tunnel message: {e}");
+                        pos += n;
+                    }
+                    None => return Err(End::Lost(format!("corrupt tunnel data: {e}"))),
+                },
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Handles one local event. Returns whether the WebSocket is now write-blocked.
+    fn local_event(&mut self, ev: Event, ws: Option<&mut connect::Ws>) -> Result<bool, End> {
+        let input = match ev {
+            Event::Data { local, mut buf } => {
+                let n = buf.len().saturating_sub(DATA_HEADROOM);
+                self.release_to_tunnel(n);
+                let (Some(ws), Some((sid, service, cid))) = (ws, self.session.data_route(local))
+                else {
+                    return Ok(false);
+                };
+                return match codec::encode_data_in_place(&mut buf, DATA_HEADROOM, sid, service, cid)
+                {
+                    Ok(start) => write_ws(ws, Message::Binary(Bytes::from(buf).slice(start..))),
+                    Err(e) => {
+                        log::error!("cannot encode DATA: {e}");
+                        Ok(false)
+                    }
+                };
+            }
+            Event::Accepted { local, service } => SessionInput::Accepted { local, service },
+            Event::Connected { local } => SessionInput::Connected { local },
+            Event::ConnectFailed { local } => SessionInput::ConnectFailed { local },
+            Event::Closed { local } => SessionInput::LocalClosed { local },
+            Event::Listening { .. } => return Ok(false),
+            Event::ListenFailed { error, .. } => {
+                log::error!("{error}");
+                return Err(End::Fatal(Exit::GaveUp));
+            }
+        };
+        let mut outs = std::mem::take(&mut self.outs);
+        outs.clear();
+        self.session.handle(input, &mut outs);
+        let r = self.apply(&mut outs, ws, None);
+        self.outs = outs;
+        r
+    }
+
+    fn release_to_tunnel(&self, n: usize) {
+        let before = self.shared.to_tunnel.fetch_sub(n, Ordering::SeqCst);
+        if before.saturating_sub(n) < self.limits.to_tunnel_max
+            && self.shared.local_paused.swap(false, Ordering::SeqCst)
+        {
+            self.local.waker().wake();
+        }
+    }
+
+    /// Carries out session outputs. `msg` is the tunnel message being handled (for
+    /// Deliver). Returns whether the WebSocket is write-blocked.
+    fn apply(
+        &mut self,
+        outs: &mut Vec<Output>,
+        mut ws: Option<&mut connect::Ws>,
+        msg: Option<(&TunnelMessage<'_>, Option<&Bytes>)>,
+    ) -> Result<bool, End> {
+        let mut blocked = false;
+        for o in outs.drain(..) {
+            match o {
+                Output::Send(c) => {
+                    let Some(ws) = ws.as_deref_mut() else {
+                        continue;
+                    };
+                    let mut buf = Vec::with_capacity(64);
+                    if let Err(e) = c.encode(&mut buf) {
+                        log::error!("cannot encode {:?}: {e}", c.kind);
+                        continue;
+                    }
+                    blocked |= write_ws(ws, Message::Binary(Bytes::from(buf)))?;
+                }
+                Output::Listen {
+                    service,
+                    service_id,
+                    port,
+                } => {
+                    let host = self
+                        .cfg
+                        .bind_address
+                        .clone()
+                        .unwrap_or_else(|| self.cfg.settings.default_bind_address.clone());
+                    self.to_local(Command::Listen {
+                        service,
+                        service_id,
+                        host,
+                        port,
+                    });
+                }
+                Output::Connect {
+                    local,
+                    service,
+                    target,
+                } => self.to_local(Command::Connect {
+                    local,
+                    service,
+                    target,
+                }),
+                Output::Deliver { local } => {
+                    let Some((m, frame)) = msg else { continue };
+                    if m.payload.is_empty() {
+                        continue;
+                    }
+                    let data = match frame {
+                        Some(f) => f.slice_ref(m.payload),
+                        None => Bytes::copy_from_slice(m.payload),
+                    };
+                    self.shared.to_local.fetch_add(data.len(), Ordering::SeqCst);
+                    self.to_local(Command::Write { local, data });
+                }
+                Output::Close { local } => self.to_local(Command::Close { local }),
+                Output::Refuse { local } => self.to_local(Command::Refuse { local }),
+                Output::Fatal(e) => {
+                    log::error!("{e}");
+                    return Err(End::Fatal(Exit::Usage));
+                }
+            }
+        }
+        Ok(blocked)
+    }
+
+    fn to_local(&self, c: Command) {
+        // The local thread only goes away when the process stops.
+        let _ = self.local.send(c);
+    }
+
+    fn log_status(&self) {
+        let state = match self.phase {
+            Phase::Connecting => "connecting".to_string(),
+            Phase::Open { since } => format!(
+                "open for {} s ({})",
+                since.elapsed().as_secs(),
+                self.session
+                    .version()
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "waiting for SERVICE_IDS".into())
+            ),
+            Phase::Backoff { until } => format!(
+                "backing off, next attempt in {:.1} s",
+                until
+                    .saturating_duration_since(Instant::now())
+                    .as_secs_f64()
+            ),
+        };
+        let conns: Vec<String> = self
+            .session
+            .service_ids()
+            .zip(self.session.connection_counts())
+            .map(|(id, n)| format!("{}={n}", if id.is_empty() { "(unnamed)" } else { id }))
+            .collect();
+        log::info!(
+            "status: tunnel {state}; {} reconnect(s); connections {}; {} bytes from local, {} bytes to local",
+            self.reconnects,
+            if conns.is_empty() { "none".to_string() } else { conns.join(" ") },
+            self.shared.bytes_from_local.load(Ordering::Relaxed),
+            self.shared.bytes_to_local.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// Queues a message; Ok(true) when the socket is full (the message stays queued).
+fn write_ws(ws: &mut connect::Ws, m: Message) -> Result<bool, End> {
+    match ws.write(m) {
+        Ok(()) => Ok(false),
+        Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) => Err(End::Lost(describe_ws_error(&e))),
+    }
+}
+
+/// Sends a close frame and gives it CLOSE_TIMEOUT to leave.
+fn close_gracefully(ws: &mut connect::Ws, fd: i32) {
+    let _ = ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "local proxy stopping".into(),
+    }));
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    let mut set = PollSet::new();
+    loop {
+        match ws.flush() {
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => return,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        set.clear();
+        set.push(fd, Interest::WRITE);
+        if set.wait(Some(deadline - now)).is_err() {
+            return;
+        }
+    }
+}
+
+fn describe_ws_error(e: &tungstenite::Error) -> String {
+    match e {
+        tungstenite::Error::Capacity(c) => format!("the service sent an oversized frame ({c})"),
+        tungstenite::Error::Protocol(p) => format!("WebSocket protocol error: {p}"),
+        tungstenite::Error::Io(io) => format!("connection error: {io}"),
+        other => other.to_string(),
+    }
+}
+
+fn epoch_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+fn seed() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    let from_os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    let s = u64::from_ne_bytes(b);
+    if from_os.is_ok() && s != 0 {
+        s
+    } else {
+        (epoch_ms() as u64) | 1
+    }
+}
