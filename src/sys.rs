@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-pub use libc::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+pub use libc::{SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1, SIGUSR2};
 
 /// What a poll entry waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,6 +363,16 @@ pub fn signal_self(sig: libc::c_int) {
     unsafe {
         libc::kill(libc::getpid(), sig);
     }
+}
+
+/// Sends `sig` to process `pid` (tests and the status helper use it).
+pub fn send_signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill has no memory effects; the result is checked.
+    let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Starts a non-blocking TCP connect to `addr`. The stream is writable (or in error) when
