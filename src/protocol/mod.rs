@@ -28,7 +28,6 @@ mod com {
         }
     }
 }
-#[allow(unused_imports)] // used only by `message`, through its glob import
 use com::amazonaws;
 
 /// Size of the big-endian length prefix in front of every tunnel message.
