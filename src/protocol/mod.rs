@@ -1,13 +1,34 @@
 //! The Secure Tunneling wire protocol: message model, limits and subprotocol names.
 //!
 //! `codec` turns bytes into [`Message`] values and back; `message` is the pb-rs output
-//! for `proto/Message.proto`, kept only as the schema's generated mirror. Nothing here
-//! does I/O or knows about sockets or time.
+//! for `proto/Message.proto`, kept only as the schema's generated mirror (the codec's tests
+//! use it as an independent oracle). Nothing here does I/O or knows about sockets or time.
+//!
+//! `message.rs` is committed unmodified and `tests/proto_sync.rs` fails when it no longer
+//! matches the schema. After editing `proto/Message.proto`, regenerate it with
+//! `LOCALPROXY_REGENERATE_PROTO=1 cargo test --test proto_sync` (pb-rs 0.10 as a library,
+//! pinned by Cargo.lock; same output as the CLI `pb-rs --single-mod -o
+//! src/protocol/message.rs proto/Message.proto`).
 
 pub mod codec;
 #[allow(clippy::all, non_snake_case, non_camel_case_types, unused_imports, dead_code)]
 #[rustfmt::skip]
 pub mod message;
+
+// pb-rs 0.10 with `--single-mod` still spells the nested enum through the proto package
+// (`com::amazonaws::iot::securedtunneling::mod_Message::Type`, and in one place without the
+// leading `com::`), paths that do not exist where we mount the file. These private aliases
+// reach `message` through its `use super::*;` so the generated file compiles unmodified.
+mod com {
+    pub mod amazonaws {
+        pub mod iot {
+            pub mod securedtunneling {
+                pub use crate::protocol::message::mod_Message;
+            }
+        }
+    }
+}
+use com::amazonaws;
 
 /// Size of the big-endian length prefix in front of every tunnel message.
 pub const LENGTH_PREFIX: usize = 2;
@@ -23,6 +44,9 @@ pub const MAX_WS_FRAME: usize = 131076;
 /// and length (1 + 3), rounded up. Readers leave this much room in front of a payload so
 /// the header can be written in place (see `codec::encode_data_in_place`).
 pub const DATA_HEADROOM: usize = 2 + 160;
+
+/// Longest service id the AWS API accepts (1–128 characters); `DATA_HEADROOM` relies on it.
+pub const MAX_SERVICE_ID: usize = 128;
 
 /// The three subprotocol versions, as offered in `Sec-WebSocket-Protocol`.
 pub const SUBPROTOCOL_V1: &str = "aws.iot.securetunneling-1.0";
@@ -61,8 +85,9 @@ impl std::fmt::Display for Version {
 
 /// Message type. The raw number is kept for types this proxy does not know, so the
 /// `ignorable` rule can tell "unknown" from UNKNOWN (0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Type {
+    #[default]
     Unknown,
     Data,
     StreamStart,
@@ -116,12 +141,6 @@ pub struct Message<'a> {
     pub service_id: &'a str,
     pub available_service_ids: Vec<&'a str>,
     pub connection_id: u32,
-}
-
-impl Default for Type {
-    fn default() -> Self {
-        Type::Unknown
-    }
 }
 
 impl<'a> Message<'a> {
