@@ -408,6 +408,14 @@ pub struct FileEntry {
     pub line: usize,
 }
 
+impl fmt::Debug for FileEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = matches!(self.spec.id, OptId::AccessToken | OptId::ClientToken);
+        let text = if secret { "***" } else { self.value.as_str() };
+        write!(f, "line {}: {}={:?}", self.line, self.spec.long, text)
+    }
+}
+
 /// Splits a line of the INI-like files: `#` starts a comment anywhere (as in Boost),
 /// blank and `[section]` lines are skipped. `Ok(None)`: nothing on this line.
 fn ini_line(raw: &str) -> Result<Option<(&str, &str)>, ()> {
@@ -1242,11 +1250,15 @@ pub fn parse_listen_mappings(
                 .map(str::trim)
                 .filter(|i| !i.is_empty())
                 .collect();
-            let [one] = t.as_slice() else {
-                return Err(problem(
-                    "several ports need service ids",
-                    "write ID=PORT for each, e.g. SSH1=5555,SSH2=6666",
-                ));
+            let one = match t.as_slice() {
+                [] => return Err(problem("is empty", "give a port from 1 to 65535")),
+                [one] => *one,
+                _ => {
+                    return Err(problem(
+                        "several ports need service ids",
+                        "write ID=PORT for each, e.g. SSH1=5555,SSH2=6666",
+                    ))
+                }
             };
             if one.contains(':') {
                 return Err(problem(
@@ -1306,5 +1318,897 @@ pub fn parse_connect_mappings(
                 })
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{parse, Command};
+
+    const TOKEN: &str = "AQGAAXiYSECRETTOKENTEXT0123456789abcdef";
+    const CLIENT: &str = "0123456789abcdef-0123456789abcdef";
+
+    fn args(list: &[&str]) -> Args {
+        match parse(list.iter().copied()) {
+            Ok(Command::Run(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    /// Resolves and builds with the given file text and environment.
+    fn build_with(
+        cli: &[&str],
+        file: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let a = args(cli);
+        let env_fn = |k: &str| {
+            env.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let src = file.map(|text| ConfigSource {
+            name: "lp.conf",
+            text,
+        });
+        resolve(&a, src, &env_fn)?.into_config(Settings::default(), Vec::new())
+    }
+
+    /// With a token in the environment, so each test names only what it is about.
+    fn build(cli: &[&str]) -> Result<Config, ConfigError> {
+        build_with(cli, None, &[("AWSIOT_TUNNEL_ACCESS_TOKEN", TOKEN)]).map(|(c, _)| c)
+    }
+
+    fn err(cli: &[&str]) -> String {
+        let e = build(cli).unwrap_err().to_string();
+        assert!(!e.contains(TOKEN) && !e.contains("SECRET"), "{e}");
+        e
+    }
+
+    fn tcp(host: &str, port: u16) -> Target {
+        Target::Tcp {
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn minimal_source_and_destination() {
+        let c = build(&["-r", "us-east-1", "-s", "5555"]).unwrap();
+        assert_eq!(c.mode, Mode::Source);
+        assert_eq!(c.access_token.expose(), TOKEN);
+        assert_eq!(
+            c.endpoint,
+            Endpoint {
+                host: "data.tunneling.iot.us-east-1.amazonaws.com".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            c.mappings,
+            vec![Mapping::Listen {
+                service_id: String::new(),
+                port: 5555
+            }]
+        );
+        assert_eq!(c.verbosity, 4);
+        assert_eq!(c.client_type, ClientType::V3);
+        assert!(!c.no_ssl_host_verify);
+
+        let c = build(&["-r", "us-east-1", "-d", "22"]).unwrap();
+        assert_eq!(c.mode, Mode::Destination);
+        assert_eq!(
+            c.mappings,
+            vec![Mapping::Connect {
+                service_id: String::new(),
+                target: tcp("127.0.0.1", 22)
+            }]
+        );
+    }
+
+    #[test]
+    fn china_regions_use_their_override() {
+        let c = build(&["-r", "cn-north-1", "-s", "1"]).unwrap();
+        assert_eq!(
+            c.endpoint.host,
+            "data.tunneling.iot.cn-north-1.amazonaws.com.cn"
+        );
+        let c = build(&["-r", "cn-northwest-1", "-s", "1"]).unwrap();
+        assert_eq!(
+            c.endpoint.host,
+            "data.tunneling.iot.cn-northwest-1.amazonaws.com.cn"
+        );
+    }
+
+    #[test]
+    fn endpoint_forms() {
+        let ep = |e: &str| build(&["-e", e, "-s", "1"]).map(|c| c.endpoint);
+        assert_eq!(
+            ep("LocalHost").unwrap(),
+            Endpoint {
+                host: "localhost".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            ep("127.0.0.1:8443").unwrap(),
+            Endpoint {
+                host: "127.0.0.1".into(),
+                port: 8443
+            }
+        );
+        assert_eq!(
+            ep("[::1]:9000").unwrap(),
+            Endpoint {
+                host: "::1".into(),
+                port: 9000
+            }
+        );
+        assert_eq!(
+            ep("[::1]").unwrap(),
+            Endpoint {
+                host: "::1".into(),
+                port: 443
+            }
+        );
+        for bad in [
+            "wss://x/",
+            "https://x",
+            "x/tunnel",
+            "x:0",
+            "x:99999",
+            "x:",
+            "::1",
+            "[::1",
+            "[x]:1",
+            "a b",
+            "",
+        ] {
+            assert!(ep(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            err(&["-e", "wss://x/", "-s", "1"]),
+            "--proxy-endpoint: 'wss://x/' has a scheme or a path; give host[:port] without wss:// or a path"
+        );
+        assert!(err(&["-e", &"a".repeat(254), "-s", "1"]).contains("longer than 253"));
+    }
+
+    #[test]
+    fn region_rule() {
+        assert!(err(&["-r", "US-EAST-1", "-s", "1"])
+            .starts_with("--region: 'US-EAST-1' is not a region name"));
+        assert!(err(&["-r", &"a".repeat(65), "-s", "1"]).contains("not 1 to 64"));
+        assert!(err(&["-r", "us_east_1", "-s", "1"]).contains("not a region name"));
+    }
+
+    #[test]
+    fn endpoint_and_region_exclusive_and_required() {
+        assert_eq!(
+            err(&["-e", "x", "-r", "us-east-1", "-s", "1"]),
+            "--proxy-endpoint and --region: both are given; give either the region (-r) or the endpoint (-e), not both"
+        );
+        assert!(
+            err(&["-s", "1"]).starts_with("--region: neither a region nor an endpoint is given")
+        );
+    }
+
+    #[test]
+    fn access_token_rules() {
+        let e = build_with(&["-r", "us-east-1", "-s", "5555"], None, &[]).unwrap_err();
+        assert_eq!(e.subject, "--access-token");
+        assert!(e.to_string().contains("AWSIOT_TUNNEL_ACCESS_TOKEN"));
+        let long = "A".repeat(4097);
+        let with = |t: &str| build_with(&["-r", "us-east-1", "-s", "1", "-t", t], None, &[]);
+        assert!(with(&"A".repeat(4096)).is_ok());
+        let e = with(&long).unwrap_err().to_string();
+        assert!(e.starts_with("--access-token: is 4097 bytes long"), "{e}");
+        assert!(!e.contains("AAAA"));
+        let e = with("SECRET\nTOKEN").unwrap_err().to_string();
+        assert!(e.contains("control"), "{e}");
+        assert!(!e.contains("SECRET"));
+        assert!(with("SECRET\u{7f}").is_err());
+        assert!(with("SECRÉT").is_err());
+        // An empty env var is "unset"; an empty -t is a mistake worth naming.
+        let e = with("").unwrap_err().to_string();
+        assert!(e.starts_with("--access-token: is empty"), "{e}");
+        let e = build_with(
+            &["-r", "x", "-s", "1"],
+            None,
+            &[("AWSIOT_TUNNEL_ACCESS_TOKEN", "")],
+        );
+        assert_eq!(e.unwrap_err().subject, "--access-token");
+    }
+
+    #[test]
+    fn token_on_cli_warns() {
+        let (_, w) = build_with(&["-t", TOKEN, "-r", "us-east-1", "-s", "1"], None, &[]).unwrap();
+        assert!(w
+            .iter()
+            .any(|w| w.contains("process listings") && w.contains("AWSIOT_TUNNEL_ACCESS_TOKEN")));
+        assert!(!w.iter().any(|w| w.contains(TOKEN)));
+        let (_, w) = build_with(
+            &["-r", "us-east-1", "-s", "1"],
+            None,
+            &[("AWSIOT_TUNNEL_ACCESS_TOKEN", TOKEN)],
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn client_token_rules() {
+        let ok = build(&["-r", "us-east-1", "-s", "1", "-i", CLIENT]).unwrap();
+        assert_eq!(ok.client_token.unwrap().expose(), CLIENT);
+        assert!(build(&["-r", "us-east-1", "-s", "1", "-i", &"a".repeat(128)]).is_ok());
+        assert_eq!(
+            err(&["-r", "us-east-1", "-s", "1", "-i", "SECRETshort"]),
+            "--client-token: is 11 characters long; give 32 to 128 characters of A-Z, a-z, 0-9 and '-' (a UUID works)"
+        );
+        assert!(
+            err(&["-r", "us-east-1", "-s", "1", "-i", &"a".repeat(129)]).contains("129 characters")
+        );
+        let e = err(&[
+            "-r",
+            "us-east-1",
+            "-s",
+            "1",
+            "-i",
+            "SECRET_0123456789abcdef0123456789abcdef",
+        ]);
+        assert!(e.contains("a character other than"), "{e}");
+    }
+
+    #[test]
+    fn port_rules() {
+        assert_eq!(
+            err(&["-r", "us-east-1", "-s", "0"]),
+            "--source-listen-port: port 0 is out of range; give a port from 1 to 65535"
+        );
+        assert!(err(&["-r", "us-east-1", "-s", "65536"]).contains("out of range"));
+        assert!(err(&["-r", "us-east-1", "-s", "-1"]).contains("not a port number"));
+        assert!(err(&["-r", "us-east-1", "-s", "+22"]).contains("not a port number"));
+        assert!(err(&["-r", "us-east-1", "-s", "localhost:22"]).contains("not a port"));
+        assert!(build(&["-r", "us-east-1", "-s", "65535"]).is_ok());
+        assert!(err(&["-r", "us-east-1", "-d", "0"]).contains("port 0 is out of range"));
+        assert!(err(&["-r", "us-east-1", "-d", "host:0"]).contains("port 0 is out of range"));
+    }
+
+    #[test]
+    fn listen_mappings() {
+        let mut w = Vec::new();
+        let l = |id: &str, port| Mapping::Listen {
+            service_id: id.into(),
+            port,
+        };
+        assert_eq!(
+            parse_listen_mappings("5555", &mut w).unwrap(),
+            vec![l("", 5555)]
+        );
+        assert_eq!(
+            parse_listen_mappings(" 5555 ,", &mut w).unwrap(),
+            vec![l("", 5555)]
+        );
+        assert_eq!(
+            parse_listen_mappings("SSH1=5555,SSH2=6666", &mut w).unwrap(),
+            vec![l("SSH1", 5555), l("SSH2", 6666)]
+        );
+        assert_eq!(
+            parse_listen_mappings(" SSH1 = 5555 , , SSH2=6666, ", &mut w).unwrap(),
+            vec![l("SSH1", 5555), l("SSH2", 6666)]
+        );
+        assert!(w.is_empty());
+        assert_eq!(
+            parse_listen_mappings("SSH1=5555,SSH1=7777", &mut w).unwrap(),
+            vec![l("SSH1", 5555)]
+        );
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("SSH1 is given twice"));
+        let bad = |t: &str| parse_listen_mappings(t, &mut Vec::new()).unwrap_err().0;
+        assert!(bad("5555,6666").contains("several ports need service ids"));
+        assert!(bad("SSH1=5555,6666").contains("has no service id"));
+        assert!(bad("=5555").contains("service id is empty"));
+        assert!(bad("SSH:1=5555").contains("not a service id"));
+        assert!(bad(&format!("{}=1", "a".repeat(129))).contains("not a service id"));
+        assert!(bad("SSH1=0").contains("SSH1: port 0 is out of range"));
+        assert!(bad("A=5555,B=5555").contains("port 5555 is given to both A and B"));
+        assert!(bad(",").contains("is empty"));
+        assert!(parse_listen_mappings(&format!("{}=1", "a".repeat(128)), &mut w).is_ok());
+        assert!(parse_listen_mappings("a_b-C9=1", &mut w).is_ok());
+    }
+
+    #[test]
+    fn connect_mappings() {
+        let mut w = Vec::new();
+        let c = |id: &str, target| Mapping::Connect {
+            service_id: id.into(),
+            target,
+        };
+        let p = |t: &str| parse_connect_mappings(t, "127.0.0.1", &mut Vec::new());
+        assert_eq!(p("22").unwrap(), vec![c("", tcp("127.0.0.1", 22))]);
+        assert_eq!(p("host:22").unwrap(), vec![c("", tcp("host", 22))]);
+        assert_eq!(p("10.0.0.1:80").unwrap(), vec![c("", tcp("10.0.0.1", 80))]);
+        assert_eq!(p("[::1]:22").unwrap(), vec![c("", tcp("::1", 22))]);
+        assert_eq!(
+            p("/run/app.sock").unwrap(),
+            vec![c("", Target::Unix("/run/app.sock".into()))]
+        );
+        assert_eq!(
+            p("./app.sock").unwrap(),
+            vec![c("", Target::Unix("./app.sock".into()))]
+        );
+        assert_eq!(
+            p("SSH=host:22, WEB=80 ,SOCK=/run/a.sock").unwrap(),
+            vec![
+                c("SSH", tcp("host", 22)),
+                c("WEB", tcp("127.0.0.1", 80)),
+                c("SOCK", Target::Unix("/run/a.sock".into()))
+            ]
+        );
+        assert_eq!(
+            parse_connect_mappings("SSH=1,SSH=2", "h", &mut w).unwrap(),
+            vec![c("SSH", tcp("h", 1))]
+        );
+        assert_eq!(w.len(), 1);
+        assert!(p("host").unwrap_err().0.contains("has no port"));
+        assert!(p("host:").unwrap_err().0.contains("not a port number"));
+        assert!(p("a b:22").is_err());
+        assert!(p("SSH=").is_err());
+        assert!(p("SSH=host:x").unwrap_err().0.starts_with("SSH: "));
+    }
+
+    #[test]
+    fn bind_address_is_default_host_for_bare_destination_port() {
+        let c = build(&["-r", "us-east-1", "-d", "22", "-b", "192.168.1.5"]).unwrap();
+        assert_eq!(
+            c.mappings[0],
+            Mapping::Connect {
+                service_id: String::new(),
+                target: tcp("192.168.1.5", 22)
+            }
+        );
+        assert_eq!(c.default_target_host(), "192.168.1.5");
+        let c = build(&["-r", "us-east-1", "-s", "22", "-b", "[::1]"]).unwrap();
+        assert_eq!(c.bind_address.as_deref(), Some("::1"));
+        assert!(build(&["-r", "us-east-1", "-s", "22", "-b", "::"]).is_ok());
+        assert!(err(&["-r", "us-east-1", "-s", "22", "-b", "a b"])
+            .starts_with("--local-bind-address: 'a b' is not a host name"));
+        assert!(
+            err(&["-r", "us-east-1", "-s", "22", "-b", "[]"]).starts_with("--local-bind-address:")
+        );
+        assert!(err(&["-r", "us-east-1", "-s", "22", "-b", &"a".repeat(254)]).contains("253"));
+    }
+
+    #[test]
+    fn mode_rules() {
+        assert_eq!(
+            err(&["-r", "us-east-1", "-s", "5555", "-d", "22"]),
+            "--source-listen-port and --destination-app: both are given; give -s on the source side (where the client runs) or -d on the destination side (the device), not both"
+        );
+        assert!(err(&["-r", "us-east-1", "-s", "5555", "-m", "dst"]).starts_with("--source-listen-port: a listen port is a source option but --mode says destination"));
+        assert!(err(&["-r", "us-east-1", "-d", "22", "-m", "source"])
+            .starts_with("--destination-app: a destination app is a destination option"));
+        assert!(err(&["-r", "us-east-1"]).contains("no mode is given"));
+        assert!(err(&["-r", "us-east-1", "-m", "sideways"])
+            .starts_with("--mode: 'sideways' is not a mode; give src, source, dst or destination"));
+        for (m, want) in [
+            ("src", Mode::Source),
+            ("source", Mode::Source),
+            ("dst", Mode::Destination),
+            ("destination", Mode::Destination),
+            ("DST", Mode::Destination),
+        ] {
+            let c = build(&["-r", "us-east-1", "-m", m]).unwrap();
+            assert_eq!(c.mode, want);
+            assert!(c.mappings.is_empty());
+        }
+        assert_eq!(
+            build(&["-r", "us-east-1", "-s", "1", "-m", "src"])
+                .unwrap()
+                .mode,
+            Mode::Source
+        );
+        assert_eq!(
+            build(&["-r", "us-east-1", "-d", "1", "-m", "dst"])
+                .unwrap()
+                .mode,
+            Mode::Destination
+        );
+    }
+
+    #[test]
+    fn verbosity_and_client_type() {
+        let v = |x: &str| build(&["-r", "us-east-1", "-s", "1", "-v", x]).map(|c| c.verbosity);
+        assert_eq!(v("0").unwrap(), 0);
+        assert_eq!(v("6").unwrap(), 6);
+        assert_eq!(v("255").unwrap(), 255);
+        assert_eq!(v("65535").unwrap(), 255);
+        assert!(v("65536").is_err());
+        assert!(v("-1").is_err());
+        assert!(err(&["-r", "us-east-1", "-s", "1", "-v", "loud"])
+            .starts_with("--verbose: 'loud' is not a log level"));
+
+        let y = |x: &str, side: &str| {
+            build_with(
+                &["-r", "us-east-1", side, "1", "-y", x],
+                None,
+                &[("AWSIOT_TUNNEL_ACCESS_TOKEN", TOKEN)],
+            )
+            .unwrap()
+        };
+        assert_eq!(y("V1", "-s").0.client_type, ClientType::V1);
+        assert_eq!(y("v2", "-s").0.client_type, ClientType::V2);
+        let (c, w) = y("V9", "-s");
+        assert_eq!(c.client_type, ClientType::V3);
+        assert!(w[0].contains("'V9' is not V1 or V2; using V3"), "{w:?}");
+        let (_, w) = y("V1", "-d");
+        assert!(w[0].contains("ignored on the destination"), "{w:?}");
+    }
+
+    #[test]
+    fn capath_and_k() {
+        let (c, w) = build_with(
+            &["-r", "us-east-1", "-s", "1", "-c", "/etc/ssl/certs", "-k"],
+            None,
+            &[("AWSIOT_TUNNEL_ACCESS_TOKEN", TOKEN)],
+        )
+        .unwrap();
+        assert_eq!(c.capath, Some(PathBuf::from("/etc/ssl/certs")));
+        assert!(c.no_ssl_host_verify);
+        assert!(w
+            .iter()
+            .any(|w| w.contains("certificate verification is off")));
+        assert!(err(&["-r", "us-east-1", "-s", "1", "-c", ""])
+            .starts_with("--capath: is not a usable path"));
+    }
+
+    #[test]
+    fn environment_variables() {
+        let env = [
+            ("AWSIOT_TUNNEL_ACCESS_TOKEN", TOKEN),
+            ("AWSIOT_TUNNEL_CLIENT_TOKEN", CLIENT),
+            ("AWSIOT_TUNNEL_REGION", "eu-west-1"),
+        ];
+        let (c, _) = build_with(&["-s", "1"], None, &env).unwrap();
+        assert_eq!(c.access_token.expose(), TOKEN);
+        assert_eq!(c.client_token.unwrap().expose(), CLIENT);
+        assert_eq!(
+            c.endpoint.host,
+            "data.tunneling.iot.eu-west-1.amazonaws.com"
+        );
+        let env = [
+            ("AWSIOT_TUNNEL_ACCESS_TOKEN", TOKEN),
+            ("AWSIOT_TUNNEL_ENDPOINT", "Example.com:8443"),
+        ];
+        let (c, _) = build_with(&["-s", "1"], None, &env).unwrap();
+        assert_eq!(
+            c.endpoint,
+            Endpoint {
+                host: "example.com".into(),
+                port: 8443
+            }
+        );
+        // Errors name the variable, so the user edits the right place.
+        let env = [
+            ("AWSIOT_TUNNEL_ACCESS_TOKEN", TOKEN),
+            ("AWSIOT_TUNNEL_ENDPOINT", "wss://x"),
+        ];
+        let e = build_with(&["-s", "1"], None, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("AWSIOT_TUNNEL_ENDPOINT: "), "{e}");
+        let env = [
+            ("AWSIOT_TUNNEL_ACCESS_TOKEN", TOKEN),
+            ("AWSIOT_TUNNEL_CLIENT_TOKEN", "SECRET"),
+        ];
+        let e = build_with(&["-s", "1", "-r", "x"], None, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("AWSIOT_TUNNEL_CLIENT_TOKEN: is 6 characters long"),
+            "{e}"
+        );
+        // Both endpoint variables set: the same layer names both, which is an error.
+        let env = [
+            ("AWSIOT_TUNNEL_ACCESS_TOKEN", TOKEN),
+            ("AWSIOT_TUNNEL_ENDPOINT", "x"),
+            ("AWSIOT_TUNNEL_REGION", "y"),
+        ];
+        let e = build_with(&["-s", "1"], None, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("AWSIOT_TUNNEL_ENDPOINT and AWSIOT_TUNNEL_REGION: both are given"),
+            "{e}"
+        );
+    }
+
+    const FILE_TOKEN: &str = "FILETOKEN0123456789";
+    const ENV_TOKEN: &str = "ENVTOKEN0123456789";
+
+    fn full_env() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("AWSIOT_TUNNEL_ACCESS_TOKEN", ENV_TOKEN),
+            (
+                "AWSIOT_TUNNEL_CLIENT_TOKEN",
+                "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+            ),
+            ("AWSIOT_TUNNEL_REGION", "eu-west-1"),
+        ]
+    }
+
+    #[test]
+    fn precedence_cli_over_file() {
+        let file = "access-token = FILETOKEN0123456789\nregion = ap-south-1\nsource-listen-port = 7000\nverbose = 2\n";
+        let (c, _) = build_with(
+            &["-t", "CLITOKEN", "-r", "us-east-1", "-s", "5555", "-v", "5"],
+            Some(file),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.access_token.expose(), "CLITOKEN");
+        assert_eq!(
+            c.endpoint.host,
+            "data.tunneling.iot.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            c.mappings,
+            vec![Mapping::Listen {
+                service_id: String::new(),
+                port: 5555
+            }]
+        );
+        assert_eq!(c.verbosity, 5);
+        // -e on the CLI replaces the file's region as a whole (no "both given").
+        let (c, _) = build_with(&["-e", "cli.example.com"], Some(file), &[]).unwrap();
+        assert_eq!(c.endpoint.host, "cli.example.com");
+        assert_eq!(c.access_token.expose(), FILE_TOKEN);
+    }
+
+    #[test]
+    fn precedence_file_over_env() {
+        let file = "access-token = FILETOKEN0123456789\nclient-token = ffffffffffffffffffffffffffffffffffff\nregion = ap-south-1\ns\
+                    ource-listen-port = 7000\n";
+        let (c, _) = build_with(&[], Some(file), &full_env()).unwrap();
+        assert_eq!(c.access_token.expose(), FILE_TOKEN);
+        assert_eq!(
+            c.client_token.unwrap().expose(),
+            "ffffffffffffffffffffffffffffffffffff"
+        );
+        assert_eq!(
+            c.endpoint.host,
+            "data.tunneling.iot.ap-south-1.amazonaws.com"
+        );
+        // The file's endpoint beats the environment's region.
+        let (c, _) = build_with(
+            &["-s", "1"],
+            Some("proxy-endpoint = file.example.com"),
+            &full_env(),
+        )
+        .unwrap();
+        assert_eq!(c.endpoint.host, "file.example.com");
+    }
+
+    #[test]
+    fn precedence_cli_over_env() {
+        let (c, _) = build_with(
+            &[
+                "-t",
+                "CLITOKEN",
+                "-i",
+                "cccccccccccccccccccccccccccccccccccc",
+                "-r",
+                "us-west-2",
+                "-s",
+                "1",
+            ],
+            None,
+            &full_env(),
+        )
+        .unwrap();
+        assert_eq!(c.access_token.expose(), "CLITOKEN");
+        assert_eq!(
+            c.client_token.unwrap().expose(),
+            "cccccccccccccccccccccccccccccccccccc"
+        );
+        assert_eq!(
+            c.endpoint.host,
+            "data.tunneling.iot.us-west-2.amazonaws.com"
+        );
+        let mut env = full_env();
+        env.push(("AWSIOT_TUNNEL_ENDPOINT", "env.example.com"));
+        env.retain(|(k, _)| *k != "AWSIOT_TUNNEL_REGION");
+        let (c, _) = build_with(&["-r", "us-west-2", "-s", "1"], None, &env).unwrap();
+        assert_eq!(
+            c.endpoint.host,
+            "data.tunneling.iot.us-west-2.amazonaws.com"
+        );
+    }
+
+    #[test]
+    fn file_values_conflict_with_cli_values_of_other_keys() {
+        let e = build_with(
+            &["-d", "22"],
+            Some("source-listen-port = 5555\nregion = x"),
+            &full_env(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "lp.conf line 1: source-listen-port and --destination-app: both are given"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_file_syntax() {
+        let text = b"# comment\n\n  [section]\nregion = us-east-1   # trailing comment\n\
+                     \tsource-listen-port=SSH=5555\nno-ssl-host-verify = true\nverbose = 6\n";
+        let entries = parse_config_file("f", &text[..]).unwrap();
+        let got: Vec<(&str, &str, usize)> = entries
+            .iter()
+            .map(|e| (e.spec.long, e.value.as_str(), e.line))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("region", "us-east-1", 4),
+                ("source-listen-port", "SSH=5555", 5),
+                ("no-ssl-host-verify", "true", 6),
+                ("verbose", "6", 7)
+            ]
+        );
+        let (c, _) =
+            build_with(&[], Some(std::str::from_utf8(text).unwrap()), &full_env()).unwrap();
+        assert!(c.no_ssl_host_verify);
+        assert_eq!(c.verbosity, 6);
+        assert_eq!(
+            c.mappings,
+            vec![Mapping::Listen {
+                service_id: "SSH".into(),
+                port: 5555
+            }]
+        );
+        let (c, _) =
+            build_with(&["-s", "1"], Some("no-ssl-host-verify = off"), &full_env()).unwrap();
+        assert!(!c.no_ssl_host_verify);
+    }
+
+    #[test]
+    fn config_file_errors() {
+        let e = |text: &str| {
+            parse_config_file("lp.conf", text.as_bytes())
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(
+            e("region = x\n\nregoin = y\n").unwrap(),
+            "lp.conf line 3: unknown key 'regoin'; use a long option name without dashes, e.g. region or access-token"
+        );
+        assert!(e("region\n")
+            .unwrap()
+            .starts_with("lp.conf line 1: is not a 'name = value' line"));
+        assert!(e("help = true")
+            .unwrap()
+            .contains("'help' cannot be set in a config file"));
+        assert!(e("config = other.conf")
+            .unwrap()
+            .contains("cannot be set in a config file"));
+        assert!(e("check = 1").unwrap().contains("cannot be set"));
+        assert!(e("region = a\nregion = b")
+            .unwrap()
+            .starts_with("lp.conf line 2: 'region' is given again (first on line 1)"));
+        assert!(e("--region = a")
+            .unwrap()
+            .contains("unknown key '--region'"));
+        // A pasted token line is not echoed.
+        let line = format!("{TOKEN}+/xyz==");
+        let msg = e(&line).unwrap();
+        assert!(!msg.contains("SECRET"), "{msg}");
+        assert!(parse_config_file("f", &b"region = \xff\n"[..])
+            .unwrap_err()
+            .to_string()
+            .contains("UTF-8"));
+        // Values in the file are validated with the file's line in the message.
+        let e = build_with(
+            &[],
+            Some("region = us-east-1\nsource-listen-port = 0"),
+            &full_env(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "lp.conf line 2: source-listen-port: port 0 is out of range; give a port from 1 to 65535");
+        let e = build_with(
+            &["-s", "1", "-r", "x"],
+            Some("no-ssl-host-verify = maybe"),
+            &full_env(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'maybe' is not true or false"), "{e}");
+    }
+
+    #[test]
+    fn mapping_files() {
+        let m = parse_mapping_file(
+            &b"# services\n[x]\nSSH1 = 3333\nWEB=10.0.0.1:80 # web\nSSH1 = 9\n"[..],
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            vec![
+                ("SSH1".into(), "3333".into()),
+                ("WEB".into(), "10.0.0.1:80".into())
+            ]
+        );
+        assert!(parse_mapping_file(&b"SSH1\n"[..])
+            .unwrap_err()
+            .contains("line 1"));
+        assert!(parse_mapping_file(&b"S:1 = 2\n"[..]).is_err());
+        assert!(parse_mapping_file(&b"S = \n"[..]).is_err());
+        assert!(parse_mapping_file(&b" = 2\n"[..]).is_err());
+    }
+
+    #[test]
+    fn config_dir_mappings_are_checked_for_the_mode() {
+        let a = args(&["-r", "us-east-1", "-m", "src"]);
+        let env = |k: &str| (k == "AWSIOT_TUNNEL_ACCESS_TOKEN").then(|| TOKEN.to_string());
+        let dir = vec![
+            ("SSH".to_string(), "3333".to_string()),
+            ("BAD".to_string(), "host:1".to_string()),
+        ];
+        let (c, w) = resolve(&a, None, &env)
+            .unwrap()
+            .into_config(Settings::default(), dir.clone())
+            .unwrap();
+        assert_eq!(
+            c.config_dir_mappings,
+            vec![("SSH".to_string(), "3333".to_string())]
+        );
+        assert!(w.iter().any(|w| w.contains("BAD ignored")), "{w:?}");
+        assert_eq!(
+            c.config_dir_mapping("SSH"),
+            Some(Mapping::Listen {
+                service_id: "SSH".into(),
+                port: 3333
+            })
+        );
+        assert_eq!(c.config_dir_mapping("NONE"), None);
+        let a = args(&["-r", "us-east-1", "-m", "dst", "-b", "10.1.1.1"]);
+        let (c, _) = resolve(&a, None, &env)
+            .unwrap()
+            .into_config(Settings::default(), dir)
+            .unwrap();
+        assert_eq!(
+            c.config_dir_mapping("SSH"),
+            Some(Mapping::Connect {
+                service_id: "SSH".into(),
+                target: tcp("10.1.1.1", 3333)
+            })
+        );
+        assert_eq!(
+            c.config_dir_mapping("BAD"),
+            Some(Mapping::Connect {
+                service_id: "BAD".into(),
+                target: tcp("host", 1)
+            })
+        );
+        // With -s/-d the directory is not consulted.
+        let a = args(&["-r", "us-east-1", "-s", "1"]);
+        let (c, _) = resolve(&a, None, &env)
+            .unwrap()
+            .into_config(Settings::default(), vec![("X".into(), "1".into())])
+            .unwrap();
+        assert!(c.config_dir_mappings.is_empty());
+    }
+
+    #[test]
+    fn describe_masks_tokens() {
+        let c = build(&["-r", "us-east-1", "-s", "SSH1=5555,SSH2=6666", "-i", CLIENT]).unwrap();
+        let d = c.describe();
+        assert!(!d.contains(TOKEN) && !d.contains(CLIENT), "{d}");
+        assert!(
+            d.contains(&format!("access-token = *** ({} chars)\n", TOKEN.len())),
+            "{d}"
+        );
+        assert!(
+            d.contains(&format!("client-token = *** ({} chars)\n", CLIENT.len())),
+            "{d}"
+        );
+        assert!(d.contains("mode = source\n"));
+        assert!(d.contains("proxy-endpoint = data.tunneling.iot.us-east-1.amazonaws.com:443\n"));
+        assert!(d.contains("source-listen-port = SSH1=5555,SSH2=6666\n"));
+        assert!(d.contains("local-bind-address = localhost (default)\n"));
+        assert!(d.contains("verbose = 4 (info)\n"));
+        assert!(d.contains("tunneling.proxy.websocket.ping_period_ms = 20000\n"));
+        let d = build(&["-r", "us-east-1", "-d", "SSH=/run/s.sock,WEB=80"])
+            .unwrap()
+            .describe();
+        assert!(
+            d.contains("destination-app = SSH=/run/s.sock,WEB=127.0.0.1:80\n"),
+            "{d}"
+        );
+        assert!(d.contains("client-token = (none)\n"));
+    }
+
+    #[test]
+    fn load_reads_files_and_the_default_config_dir() {
+        let base = std::env::temp_dir().join(format!("lp-config-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("config/sub")).unwrap();
+        std::fs::write(base.join("config/a"), "SSH = 3333\n").unwrap();
+        std::fs::write(base.join("config/sub/b"), "WEB = 8080\nSSH = 1\n").unwrap();
+        std::fs::write(base.join("config/zz-bad"), "not a mapping\n").unwrap();
+        std::fs::write(
+            base.join("lp.conf"),
+            format!(
+                "region = us-east-1\nmode = src\nsettings-json = {}\n",
+                base.join("s.json").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            base.join("s.json"),
+            r#"{"tunneling":{"proxy":{"tcp":{"max_active_connections":"7"},"x":"1"}}}"#,
+        )
+        .unwrap();
+        let mut a = args(&[]);
+        a.config = Some(base.join("lp.conf"));
+        let env = |k: &str| (k == "AWSIOT_TUNNEL_ACCESS_TOKEN").then(|| TOKEN.to_string());
+        let l = load(&a, &env, Some(&base)).unwrap();
+        assert_eq!(l.config.settings.tcp_max_active_connections, 7);
+        assert_eq!(
+            l.config.config_dir_mappings,
+            vec![
+                ("SSH".to_string(), "3333".to_string()),
+                ("WEB".to_string(), "8080".to_string())
+            ]
+        );
+        assert!(
+            l.warnings.iter().any(|w| w.contains("zz-bad")),
+            "{:?}",
+            l.warnings
+        );
+        assert!(
+            l.warnings.iter().any(|w| w.contains("SSH in")),
+            "{:?}",
+            l.warnings
+        );
+        assert!(
+            l.warnings.iter().any(|w| w.contains("tunneling.proxy.x")),
+            "{:?}",
+            l.warnings
+        );
+        // A missing file, a bad settings file, a missing capath: one clear error each.
+        a.config = Some(base.join("missing.conf"));
+        assert!(load(&a, &env, None)
+            .unwrap_err()
+            .to_string()
+            .starts_with("--config: cannot read"));
+        std::fs::write(base.join("s.json"), "{").unwrap();
+        let mut a = args(&["-r", "x", "-s", "1"]);
+        a.settings_json = Some(base.join("s.json").display().to_string());
+        let e = load(&a, &env, None).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--settings-json ") && e.contains("not valid JSON"),
+            "{e}"
+        );
+        let a = args(&["-r", "x", "-s", "1", "-c", "/nonexistent-dir"]);
+        assert!(load(&a, &env, None)
+            .unwrap_err()
+            .to_string()
+            .contains("is not a directory"));
+        let a = args(&["-r", "x", "-m", "src", "--config-dir", "/nonexistent-dir"]);
+        assert!(load(&a, &env, None)
+            .unwrap_err()
+            .to_string()
+            .starts_with("--config-dir: /nonexistent-dir is not a directory"));
+        let _ = std::fs::remove_dir_all(&base);
     }
 }
