@@ -139,6 +139,8 @@ pub fn find_long(name: &str) -> Option<&'static OptSpec> {
 }
 
 /// What the command line asks for.
+// One value per process: boxing Args would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Help,

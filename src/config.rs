@@ -1336,10 +1336,6 @@ mod tests {
         }
     }
 
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
     /// Resolves and builds with the given file text and environment.
     fn build_with(
         cli: &[&str],
