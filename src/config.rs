@@ -803,6 +803,12 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// Whether group or others may read a file (a token in it is then not private).
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
+}
+
 /// Reads a small text file for an option; errors name the option.
 fn read_text(path: &Path, subject: &str) -> Result<String, ConfigError> {
     let cannot = |e: std::io::Error| {
@@ -852,6 +858,14 @@ pub fn load(
         None => None,
     };
     let mut resolved = resolve(args, source, env)?;
+    if let (Some(path), Some(t)) = (&args.config, resolved.get(OptId::AccessToken)) {
+        if matches!(t.origin, Origin::File { .. }) && readable_by_others(path) {
+            resolved.warnings.push(format!(
+                "{} holds the access token and other users can read it; chmod 600 it",
+                path.display()
+            ));
+        }
+    }
 
     let settings = match resolved.get(OptId::SettingsJson) {
         Some(v) => {
@@ -2144,11 +2158,17 @@ mod tests {
         std::fs::write(
             base.join("lp.conf"),
             format!(
-                "region = us-east-1\nmode = src\nsettings-json = {}\n",
+                "region = us-east-1\nmode = src\nsettings-json = {}\naccess-token = FILETOKEN\n",
                 base.join("s.json").display()
             ),
         )
         .unwrap();
+        let conf = base.join("lp.conf");
+        let mode = |m| {
+            std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(m))
+                .unwrap()
+        };
+        mode(0o644);
         std::fs::write(
             base.join("s.json"),
             r#"{"tunneling":{"proxy":{"tcp":{"max_active_connections":"7"},"x":"1"}}}"#,
@@ -2178,6 +2198,18 @@ mod tests {
         );
         assert!(
             l.warnings.iter().any(|w| w.contains("tunneling.proxy.x")),
+            "{:?}",
+            l.warnings
+        );
+        assert!(
+            l.warnings.iter().any(|w| w.contains("chmod 600")),
+            "{:?}",
+            l.warnings
+        );
+        mode(0o600);
+        let l = load(&a, &env, Some(&base)).unwrap();
+        assert!(
+            !l.warnings.iter().any(|w| w.contains("chmod")),
             "{:?}",
             l.warnings
         );
