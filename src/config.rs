@@ -192,7 +192,10 @@ impl Config {
             out.push_str(v);
             out.push('\n');
         };
-        let masked = |s: &Secret| format!("*** ({} chars)", s.expose().chars().count());
+        let masked = |s: &Secret| match s.expose().chars().count() {
+            1 => "*** (1 char)".to_string(),
+            n => format!("*** ({n} chars)"),
+        };
         line("mode", self.mode.as_str());
         line("access-token", &masked(&self.access_token));
         line(
