@@ -1,8 +1,27 @@
-//! Fine-grained settings: the reference's `--settings-json` keys with our defaults.
+//! Fine-grained settings: the reference's `--settings-json` keys with our defaults, and the
+//! JSON reader and writer for them.
 //!
 //! `Settings::default()` holds the code defaults of the C++ reference (not the stale values
-//! of its CONFIGURATION.md). Reading and exporting the JSON file lives here too; applying
-//! settings to sockets and timers is the engine's business.
+//! of its CONFIGURATION.md). [`Settings::from_json`] starts from those defaults and applies
+//! what the file says (so, unlike the reference, a file without the China endpoint
+//! overrides keeps them), then checks every value against the limits the engine relies on.
+//! [`Settings::to_json`] writes every key, values as strings like the reference, so either
+//! proxy reads the other's file. No file I/O here (the caller reads and writes the text),
+//! and nothing about sockets or timers: applying settings is the engine's business.
+
+use crate::config::{self, ConfigError};
+use crate::protocol::{Version, DATA_HEADROOM, LENGTH_PREFIX, MAX_MESSAGE, MAX_PAYLOAD};
+use tinyjson::JsonValue;
+
+/// Prefix of every key in the JSON file.
+pub const KEY_PREFIX: &str = "tunneling.proxy.";
+
+/// Upper bound for every buffer size: far above any sane value, low enough that a typo
+/// cannot make the proxy try to allocate gigabytes.
+const MAX_BUFFER: usize = 16 << 20;
+/// Upper bound for every delay and period: one day. Keeps `Instant + Duration` far from
+/// overflow (which would panic) whatever the file says.
+const MAX_MS: u64 = 86_400_000;
 
 /// All tunable values. Field comments name the JSON key under `tunneling.proxy.`.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,6 +103,679 @@ impl Default for Settings {
             ws_max_frame_size: 131076,
             ws_write_buffer_size: 131076,
             ws_read_buffer_size: 131076,
+        }
+    }
+}
+
+impl Settings {
+    /// Every key (without [`KEY_PREFIX`]) and its value as the JSON file writes it, in file
+    /// order. `--check` prints these too.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = vec![
+            (
+                "default_bind_address".into(),
+                self.default_bind_address.clone(),
+            ),
+            ("endpoint_format".into(), self.endpoint_format.clone()),
+        ];
+        for (region, host) in &self.region_endpoint_overrides {
+            v.push((format!("region_endpoint_overrides.{region}"), host.clone()));
+        }
+        let mut n = |k: &str, x: String| v.push((k.to_string(), x));
+        n(
+            "message.data_length_size",
+            self.data_length_size.to_string(),
+        );
+        n(
+            "message.data_frame_max_size",
+            self.data_frame_max_size.to_string(),
+        );
+        n(
+            "message.max_payload_size",
+            self.max_payload_size.to_string(),
+        );
+        n("message.max_size", self.max_size.to_string());
+        n(
+            "tcp.connection_retry_count",
+            self.tcp_connection_retry_count.to_string(),
+        );
+        n(
+            "tcp.connection_retry_delay_ms",
+            self.tcp_connection_retry_delay_ms.to_string(),
+        );
+        n(
+            "tcp.read_buffer_size",
+            self.tcp_read_buffer_size.to_string(),
+        );
+        n(
+            "tcp.write_buffer_size",
+            self.tcp_write_buffer_size.to_string(),
+        );
+        n(
+            "tcp.max_active_connections",
+            self.tcp_max_active_connections.to_string(),
+        );
+        n(
+            "websocket.ping_period_ms",
+            self.ws_ping_period_ms.to_string(),
+        );
+        n(
+            "websocket.retry_delay_ms",
+            self.ws_retry_delay_ms.to_string(),
+        );
+        n(
+            "websocket.retry_max_delay_ms",
+            self.ws_retry_max_delay_ms.to_string(),
+        );
+        n(
+            "websocket.connect_retry_count",
+            self.ws_connect_retry_count.to_string(),
+        );
+        n(
+            "websocket.reconnect_on_data_error",
+            self.ws_reconnect_on_data_error.to_string(),
+        );
+        n("websocket.subprotocol", self.ws_subprotocol.clone());
+        n(
+            "websocket.max_frame_size",
+            self.ws_max_frame_size.to_string(),
+        );
+        n(
+            "websocket.write_buffer_size",
+            self.ws_write_buffer_size.to_string(),
+        );
+        n(
+            "websocket.read_buffer_size",
+            self.ws_read_buffer_size.to_string(),
+        );
+        v
+    }
+
+    /// The service host for a region: an override if one is set, else `endpoint_format`.
+    pub fn endpoint_host(&self, region: &str) -> String {
+        match self
+            .region_endpoint_overrides
+            .iter()
+            .find(|(r, _)| r == region)
+        {
+            Some((_, host)) => host.clone(),
+            None => self.endpoint_format.replacen("%s", region, 1),
+        }
+    }
+
+    /// The settings file the reference writes: nested objects, every value a string.
+    pub fn to_json(&self) -> String {
+        let entries: Vec<(String, String)> = self
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (format!("{KEY_PREFIX}{k}"), v))
+            .collect();
+        nested_json(&entries)
+    }
+
+    /// Reads a settings file over the defaults. Returns the settings and warnings (unknown
+    /// keys); an error names the key, the problem and the fix.
+    pub fn from_json(text: &str) -> Result<(Settings, Vec<String>), ConfigError> {
+        let root: JsonValue = text.parse().map_err(|e: tinyjson::JsonParseError| {
+            ConfigError::new(
+                format!("line {} column {}", e.line(), e.column()),
+                "not valid JSON",
+                "fix the syntax, or start again from --export-default-settings",
+            )
+        })?;
+        if !root.is_object() {
+            return Err(ConfigError::new(
+                "",
+                "the top level is not a JSON object",
+                "start from the file --export-default-settings writes",
+            ));
+        }
+        let mut leaves = Vec::new();
+        flatten("", &root, &mut leaves);
+        // HashMap order is random; sorted keys give stable warnings and "first error".
+        leaves.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut s = Settings::default();
+        let mut warnings = Vec::new();
+        for (path, value) in leaves {
+            let known = match path.strip_prefix(KEY_PREFIX) {
+                Some(key) => s
+                    .apply(key, value)
+                    .map_err(|(problem, fix)| ConfigError::new(path.clone(), problem, fix))?,
+                None => false,
+            };
+            if !known {
+                warnings.push(format!("settings key '{path}' is unknown and ignored"));
+            }
+        }
+        s.validate()?;
+        Ok((s, warnings))
+    }
+
+    /// Sets one key (without prefix). `Ok(false)`: not a key we know.
+    fn apply(&mut self, key: &str, value: &JsonValue) -> Result<bool, (String, String)> {
+        let text = scalar_text(value)?;
+        let t = text.as_str();
+        if let Some(region) = key.strip_prefix("region_endpoint_overrides.") {
+            match self
+                .region_endpoint_overrides
+                .iter_mut()
+                .find(|(r, _)| r == region)
+            {
+                Some(slot) => slot.1 = t.to_string(),
+                None => self
+                    .region_endpoint_overrides
+                    .push((region.to_string(), t.to_string())),
+            }
+            return Ok(true);
+        }
+        match key {
+            "default_bind_address" => self.default_bind_address = t.to_string(),
+            "endpoint_format" => self.endpoint_format = t.to_string(),
+            "message.data_length_size" => self.data_length_size = unsigned(t)?,
+            "message.data_frame_max_size" => self.data_frame_max_size = unsigned(t)?,
+            "message.max_payload_size" => self.max_payload_size = unsigned(t)?,
+            "message.max_size" => self.max_size = unsigned(t)?,
+            "tcp.connection_retry_count" => self.tcp_connection_retry_count = count(t)?,
+            "tcp.connection_retry_delay_ms" => self.tcp_connection_retry_delay_ms = unsigned(t)?,
+            "tcp.read_buffer_size" => self.tcp_read_buffer_size = unsigned(t)?,
+            "tcp.write_buffer_size" => self.tcp_write_buffer_size = unsigned(t)?,
+            "tcp.max_active_connections" => self.tcp_max_active_connections = unsigned(t)?,
+            "websocket.ping_period_ms" => self.ws_ping_period_ms = unsigned(t)?,
+            "websocket.retry_delay_ms" => self.ws_retry_delay_ms = unsigned(t)?,
+            "websocket.retry_max_delay_ms" => self.ws_retry_max_delay_ms = unsigned(t)?,
+            "websocket.connect_retry_count" => self.ws_connect_retry_count = count(t)?,
+            "websocket.reconnect_on_data_error" => self.ws_reconnect_on_data_error = boolean(t)?,
+            "websocket.subprotocol" => self.ws_subprotocol = t.to_string(),
+            "websocket.max_frame_size" => self.ws_max_frame_size = unsigned(t)?,
+            "websocket.write_buffer_size" => self.ws_write_buffer_size = unsigned(t)?,
+            "websocket.read_buffer_size" => self.ws_read_buffer_size = unsigned(t)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Checks every value against the limits the engine relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, problem: String, fix: String| {
+            Err(ConfigError::new(format!("{KEY_PREFIX}{key}"), problem, fix))
+        };
+        let range = |key: &str, v: u64, lo: u64, hi: u64| -> Result<(), ConfigError> {
+            if v < lo || v > hi {
+                return err(
+                    key,
+                    format!("{v} is out of range"),
+                    format!("give a number from {lo} to {hi}"),
+                );
+            }
+            Ok(())
+        };
+        let retries = |key: &str, v: i64| -> Result<(), ConfigError> {
+            if v < -1 {
+                return err(
+                    key,
+                    format!("{v} is out of range"),
+                    "give -1 (forever) or a count from 0".into(),
+                );
+            }
+            Ok(())
+        };
+        if let Err((problem, fix)) = config::check_host(&self.default_bind_address) {
+            return err("default_bind_address", problem, fix);
+        }
+        if self.endpoint_format.matches("%s").count() != 1 {
+            return err(
+                "endpoint_format",
+                "does not contain %s exactly once".into(),
+                "write the host with %s where the region goes, e.g. data.tunneling.iot.%s.amazonaws.com".into(),
+            );
+        }
+        if let Err((problem, fix)) = config::check_host(&self.endpoint_host("us-east-1")) {
+            return err("endpoint_format", problem, fix);
+        }
+        for (region, host) in &self.region_endpoint_overrides {
+            let key = format!("region_endpoint_overrides.{region}");
+            if let Err((problem, fix)) = config::check_region(region) {
+                return err(&key, format!("the region name {problem}"), fix);
+            }
+            if let Err((problem, fix)) = config::check_host(host) {
+                return err(&key, problem, fix);
+            }
+        }
+        if self.data_length_size != LENGTH_PREFIX {
+            return err(
+                "message.data_length_size",
+                format!("{} is not supported", self.data_length_size),
+                "give 2 (the protocol's length prefix is always 2 bytes)".into(),
+            );
+        }
+        let usz = |v: usize| v as u64;
+        range(
+            "message.data_frame_max_size",
+            usz(self.data_frame_max_size),
+            1,
+            usz(MAX_BUFFER),
+        )?;
+        range(
+            "message.max_payload_size",
+            usz(self.max_payload_size),
+            1,
+            usz(MAX_PAYLOAD),
+        )?;
+        range(
+            "message.max_size",
+            usz(self.max_size),
+            usz(self.max_payload_size + DATA_HEADROOM),
+            usz(MAX_MESSAGE + 1),
+        )?;
+        retries(
+            "tcp.connection_retry_count",
+            self.tcp_connection_retry_count,
+        )?;
+        range(
+            "tcp.connection_retry_delay_ms",
+            self.tcp_connection_retry_delay_ms,
+            0,
+            MAX_MS,
+        )?;
+        range(
+            "tcp.read_buffer_size",
+            usz(self.tcp_read_buffer_size),
+            1,
+            usz(MAX_BUFFER),
+        )?;
+        // A peer may send a full-size DATA payload whatever our own max_payload_size says.
+        range(
+            "tcp.write_buffer_size",
+            usz(self.tcp_write_buffer_size),
+            usz(MAX_PAYLOAD),
+            usz(MAX_BUFFER),
+        )?;
+        range(
+            "tcp.max_active_connections",
+            usz(self.tcp_max_active_connections),
+            1,
+            65535,
+        )?;
+        range(
+            "websocket.ping_period_ms",
+            self.ws_ping_period_ms,
+            1,
+            MAX_MS,
+        )?;
+        range(
+            "websocket.retry_delay_ms",
+            self.ws_retry_delay_ms,
+            0,
+            MAX_MS,
+        )?;
+        range(
+            "websocket.retry_max_delay_ms",
+            self.ws_retry_max_delay_ms,
+            self.ws_retry_delay_ms,
+            MAX_MS,
+        )?;
+        retries("websocket.connect_retry_count", self.ws_connect_retry_count)?;
+        if Version::from_subprotocol(&self.ws_subprotocol).is_none() {
+            return err(
+                "websocket.subprotocol",
+                "is not a subprotocol this proxy speaks".into(),
+                "give aws.iot.securetunneling-3.0, -2.0 or -1.0".into(),
+            );
+        }
+        // One whole tunnel message must fit in a frame and in the outgoing queue.
+        let one_message = usz(self.max_size + LENGTH_PREFIX);
+        range(
+            "websocket.max_frame_size",
+            usz(self.ws_max_frame_size),
+            one_message,
+            usz(MAX_BUFFER),
+        )?;
+        range(
+            "websocket.write_buffer_size",
+            usz(self.ws_write_buffer_size),
+            one_message,
+            usz(MAX_BUFFER),
+        )?;
+        range(
+            "websocket.read_buffer_size",
+            usz(self.ws_read_buffer_size),
+            1,
+            usz(MAX_BUFFER),
+        )?;
+        Ok(())
+    }
+}
+
+/// Collects `(dotted.path, leaf)` pairs; objects are walked, anything else is a leaf.
+fn flatten<'a>(prefix: &str, v: &'a JsonValue, out: &mut Vec<(String, &'a JsonValue)>) {
+    match v {
+        JsonValue::Object(map) => {
+            for (k, child) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&path, child, out);
+            }
+        }
+        _ => out.push((prefix.to_string(), v)),
+    }
+}
+
+/// A leaf as text: strings as written (the reference's style), numbers and booleans too.
+fn scalar_text(v: &JsonValue) -> Result<String, (String, String)> {
+    match v {
+        JsonValue::String(s) => Ok(s.trim().to_string()),
+        JsonValue::Boolean(b) => Ok(b.to_string()),
+        JsonValue::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+            Ok(format!("{}", *n as i64))
+        }
+        JsonValue::Number(_) => Err(("is not a whole number".into(), "give a whole number".into())),
+        _ => Err((
+            "is not a string, number or boolean".into(),
+            "give a value like \"2500\"".into(),
+        )),
+    }
+}
+
+fn unsigned<T: std::str::FromStr>(t: &str) -> Result<T, (String, String)> {
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err((
+            format!("'{}' is not a number", config::shown(t)),
+            "give digits only, e.g. \"2500\"".into(),
+        ));
+    }
+    t.parse()
+        .map_err(|_| (format!("{t} is too large"), "give a smaller number".into()))
+}
+
+fn count(t: &str) -> Result<i64, (String, String)> {
+    match t.strip_prefix('-') {
+        Some(rest) => unsigned::<i64>(rest).map(|n| -n),
+        None => unsigned(t),
+    }
+    .map_err(|_| {
+        (
+            format!("'{}' is not a count", config::shown(t)),
+            "give -1 (forever) or a count from 0".into(),
+        )
+    })
+}
+
+fn boolean(t: &str) -> Result<bool, (String, String)> {
+    config::parse_bool(t).ok_or_else(|| {
+        (
+            format!("'{}' is not true or false", config::shown(t)),
+            "give \"true\" or \"false\"".into(),
+        )
+    })
+}
+
+/// Writes ordered `(dotted.path, value)` pairs as nested objects with string values.
+/// Entries of one object must be adjacent (they are: [`Settings::entries`] groups them).
+fn nested_json(entries: &[(String, String)]) -> String {
+    fn quote(s: &str) -> String {
+        // tinyjson escapes exactly what JSON needs; a string always stringifies.
+        JsonValue::String(s.to_string())
+            .stringify()
+            .unwrap_or_else(|_| "\"\"".into())
+    }
+    fn indent(out: &mut String, depth: usize) {
+        for _ in 0..depth {
+            out.push_str("    ");
+        }
+    }
+    fn next_item(out: &mut String, first: &mut [bool]) {
+        if let Some(f) = first.last_mut() {
+            if !*f {
+                out.push(',');
+            }
+            *f = false;
+        }
+        out.push('\n');
+    }
+    let mut out = String::from("{");
+    let mut open: Vec<&str> = Vec::new();
+    let mut first = vec![true];
+    for (path, value) in entries {
+        let segs: Vec<&str> = path.split('.').collect();
+        let Some((leaf, parents)) = segs.split_last() else {
+            continue;
+        };
+        let common = open
+            .iter()
+            .zip(parents.iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        while open.len() > common {
+            open.pop();
+            first.pop();
+            out.push('\n');
+            indent(&mut out, open.len() + 1);
+            out.push('}');
+        }
+        for p in &parents[common..] {
+            next_item(&mut out, &mut first);
+            indent(&mut out, open.len() + 1);
+            out.push_str(&format!("{}: {{", quote(p)));
+            open.push(p);
+            first.push(true);
+        }
+        next_item(&mut out, &mut first);
+        indent(&mut out, open.len() + 1);
+        out.push_str(&format!("{}: {}", quote(leaf), quote(value)));
+    }
+    while !open.is_empty() {
+        open.pop();
+        out.push('\n');
+        indent(&mut out, open.len() + 1);
+        out.push('}');
+    }
+    out.push_str("\n}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        Settings::from_json(json).unwrap_err().to_string()
+    }
+
+    fn proxy(inner: &str) -> String {
+        format!(r#"{{"tunneling": {{"proxy": {{ {inner} }} }} }}"#)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn export_then_import_gives_defaults() {
+        let json = Settings::default().to_json();
+        let (s, warnings) = Settings::from_json(&json).unwrap();
+        assert_eq!(s, Settings::default());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(json.contains(r#""ping_period_ms": "20000""#), "{json}");
+        assert!(json.contains(r#""cn-north-1": "data.tunneling.iot.cn-north-1.amazonaws.com.cn""#));
+        assert!(
+            json.starts_with("{\n    \"tunneling\": {\n        \"proxy\": {\n"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn every_field_survives_a_round_trip() {
+        let s = Settings {
+            default_bind_address: "0.0.0.0".into(),
+            endpoint_format: "tunnel.%s.example.com".into(),
+            region_endpoint_overrides: vec![("xx-test-1".into(), "x.example.com".into())],
+            data_length_size: 2,
+            data_frame_max_size: 1000,
+            max_payload_size: 16384,
+            max_size: 20000,
+            tcp_connection_retry_count: -1,
+            tcp_connection_retry_delay_ms: 1,
+            tcp_read_buffer_size: 4096,
+            tcp_write_buffer_size: 70000,
+            tcp_max_active_connections: 3,
+            ws_ping_period_ms: 1000,
+            ws_retry_delay_ms: 100,
+            ws_retry_max_delay_ms: 200,
+            ws_connect_retry_count: 7,
+            ws_reconnect_on_data_error: false,
+            ws_subprotocol: crate::protocol::SUBPROTOCOL_V2.into(),
+            ws_max_frame_size: 30000,
+            ws_write_buffer_size: 30000,
+            ws_read_buffer_size: 5000,
+        };
+        s.validate().unwrap();
+        let (back, _) = Settings::from_json(&s.to_json()).unwrap();
+        // Reading starts from defaults, so the China overrides come back too.
+        let mut expected = s.clone();
+        expected.region_endpoint_overrides = Settings::default().region_endpoint_overrides;
+        expected
+            .region_endpoint_overrides
+            .push(("xx-test-1".into(), "x.example.com".into()));
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn file_without_china_overrides_keeps_them() {
+        let (s, _) =
+            Settings::from_json(&proxy(r#""message": {"max_payload_size": "1000"}"#)).unwrap();
+        assert_eq!(s.max_payload_size, 1000);
+        assert_eq!(
+            s.endpoint_host("cn-north-1"),
+            "data.tunneling.iot.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            s.endpoint_host("eu-west-1"),
+            "data.tunneling.iot.eu-west-1.amazonaws.com"
+        );
+    }
+
+    #[test]
+    fn numbers_and_booleans_accepted_too() {
+        let (s, _) = Settings::from_json(&proxy(
+            r#""websocket": {"ping_period_ms": 5000, "reconnect_on_data_error": false,
+                "connect_retry_count": -1}, "tcp": {"connection_retry_count": "-1"}"#,
+        ))
+        .unwrap();
+        assert_eq!(s.ws_ping_period_ms, 5000);
+        assert!(!s.ws_reconnect_on_data_error);
+        assert_eq!(s.tcp_connection_retry_count, -1);
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let (s, w) = Settings::from_json(
+            r#"{"tunneling": {"proxy": {"message": {"may_payload_size": "1"}}}, "other": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(s, Settings::default());
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("'other'"));
+        assert!(w[1].contains("tunneling.proxy.message.may_payload_size"));
+    }
+
+    #[test]
+    fn malformed_json_is_an_error_with_position() {
+        let e = err(r#"{"tunneling": "#);
+        assert!(e.starts_with("line 1 column"), "{e}");
+        assert!(e.contains("not valid JSON"), "{e}");
+        assert!(err("[1]").contains("not a JSON object"));
+    }
+
+    #[test]
+    fn limits() {
+        let cases = [
+            (
+                r#""message": {"max_payload_size": "64513"}"#,
+                "message.max_payload_size: 64513 is out of range; give a number from 1 to 64512",
+            ),
+            (
+                r#""message": {"max_payload_size": "0"}"#,
+                "max_payload_size: 0 is out of range",
+            ),
+            (
+                r#""message": {"data_length_size": "4"}"#,
+                "data_length_size: 4 is not supported",
+            ),
+            (
+                r#""message": {"max_size": "100"}"#,
+                "max_size: 100 is out of range",
+            ),
+            (
+                r#""websocket": {"ping_period_ms": "0"}"#,
+                "ping_period_ms: 0 is out of range",
+            ),
+            (
+                r#""websocket": {"ping_period_ms": "1e3x"}"#,
+                "ping_period_ms: '1e3x' is not a number",
+            ),
+            (
+                r#""websocket": {"ping_period_ms": 1.5}"#,
+                "not a whole number",
+            ),
+            (
+                r#""websocket": {"ping_period_ms": null}"#,
+                "not a string, number or boolean",
+            ),
+            (
+                r#""websocket": {"retry_max_delay_ms": "100"}"#,
+                "retry_max_delay_ms: 100 is out of range; give a number from 2500",
+            ),
+            (
+                r#""websocket": {"retry_delay_ms": "99999999999"}"#,
+                "retry_delay_ms: 99999999999 is out of range",
+            ),
+            (
+                r#""websocket": {"connect_retry_count": "-2"}"#,
+                "connect_retry_count: -2 is out of range",
+            ),
+            (
+                r#""websocket": {"reconnect_on_data_error": "maybe"}"#,
+                "'maybe' is not true or false",
+            ),
+            (
+                r#""websocket": {"subprotocol": "chat"}"#,
+                "subprotocol: is not a subprotocol",
+            ),
+            (
+                r#""websocket": {"max_frame_size": "100"}"#,
+                "max_frame_size: 100 is out of range",
+            ),
+            (
+                r#""tcp": {"write_buffer_size": "1000"}"#,
+                "tcp.write_buffer_size: 1000 is out of range",
+            ),
+            (
+                r#""tcp": {"max_active_connections": "0"}"#,
+                "max_active_connections: 0 is out of range",
+            ),
+            (
+                r#""tcp": {"read_buffer_size": "999999999999"}"#,
+                "read_buffer_size: 999999999999 is out of range",
+            ),
+            (
+                r#""endpoint_format": "no-region.example.com""#,
+                "endpoint_format: does not contain %s",
+            ),
+            (r#""endpoint_format": "wss://%s/""#, "endpoint_format:"),
+            (r#""default_bind_address": "a b""#, "default_bind_address:"),
+            (
+                r#""region_endpoint_overrides": {"BAD": "x.com"}"#,
+                "region_endpoint_overrides.BAD: the region name",
+            ),
+        ];
+        for (inner, want) in cases {
+            let e = err(&proxy(inner));
+            assert!(e.contains(want), "{inner}: got {e}");
+            assert!(e.starts_with("tunneling.proxy."), "{e}");
         }
     }
 }

@@ -105,15 +105,7 @@ pub fn tls_connector(capath: Option<&Path>, insecure: bool) -> Result<TlsConnect
         log::info!("trusting {n} extra certificate(s) from {}", dir.display());
     }
     if insecure {
-        for line in [
-            "**************************************************************",
-            "*  -k/--no-ssl-host-verify: the service's certificate and    *",
-            "*  host name are NOT checked. Anyone on the network path can *",
-            "*  read and change this tunnel. Use only for testing.        *",
-            "**************************************************************",
-        ] {
-            log::warn!("{line}");
-        }
+        // config.rs already warned at start (one loud line, also shown by --check).
         b.danger_accept_invalid_certs(true);
         b.danger_accept_invalid_hostnames(true);
     }

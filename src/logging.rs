@@ -1,0 +1,234 @@
+//! Log setup: env_logger writing plain lines to stderr, e.g.
+//! `2026-11-24T10:54:05.123Z INFO Listening on 127.0.0.1:5555`.
+//!
+//! The level comes from `-v` with the reference's numbering; `RUST_LOG`, when set, replaces
+//! it entirely (module filters such as `localproxy=trace,tungstenite=debug` work).
+//! Timestamps are UTC with milliseconds, computed here from `SystemTime` because
+//! env_logger's own timestamps need humantime, which we leave out for size.
+//! `LOCALPROXY_LOG_TIMESTAMPS=0` drops them for syslog and procd, which stamp lines
+//! themselves. No colours, ever: the output goes to serial consoles and log files.
+//! Nothing here decides what is logged; that is each module's business.
+
+use log::LevelFilter;
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Environment variable that turns timestamps off (`0`, `false`, `no`, `off`).
+pub const TIMESTAMPS_ENV: &str = "LOCALPROXY_LOG_TIMESTAMPS";
+
+/// The reference's `-v` numbering: 0 off, 1 fatal (we have no fatal: error), 2 error,
+/// 3 warn, 4 info, 5 debug, 6 and up trace.
+pub fn level_for(verbosity: u8) -> LevelFilter {
+    match verbosity {
+        0 => LevelFilter::Off,
+        1 | 2 => LevelFilter::Error,
+        3 => LevelFilter::Warn,
+        4 => LevelFilter::Info,
+        5 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    }
+}
+
+/// Name of a `-v` level, for `--check`.
+pub fn level_name(verbosity: u8) -> &'static str {
+    match verbosity {
+        0 => "off",
+        1 => "fatal",
+        2 => "error",
+        3 => "warn",
+        4 => "info",
+        5 => "debug",
+        _ => "trace",
+    }
+}
+
+/// Whether the value of [`TIMESTAMPS_ENV`] asks for timestamps (unset: yes).
+pub fn timestamps_wanted(value: Option<&str>) -> bool {
+    !matches!(
+        value.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("0" | "false" | "no" | "off")
+    )
+}
+
+/// Days since 1970-01-01 → (year, month 1-12, day 1-31) in the proleptic Gregorian
+/// calendar. Counting years from 1 March puts the leap day at the end of the year, so a
+/// month's first day follows from a linear formula and only 400-year eras need division.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    const DAYS_PER_ERA: i64 = 146_097; // 400 years
+    let z = days + 719_468; // 0000-03-01 → 1970-01-01
+    let era = z.div_euclid(DAYS_PER_ERA);
+    let day_of_era = z.rem_euclid(DAYS_PER_ERA);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month as u32, day as u32)
+}
+
+/// `since_epoch` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn format_utc(since_epoch: Duration) -> String {
+    let secs = since_epoch.as_secs() as i64;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
+/// Installs the logger. `rust_log` is the value of `RUST_LOG` (ignored when empty).
+/// Without it, other crates (tungstenite, native-tls) log at warn at most, so `-v 6`
+/// traces our decisions rather than every TLS record.
+pub fn init(verbosity: u8, rust_log: Option<&str>, timestamps: bool) {
+    let mut b = env_logger::Builder::new();
+    match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(filters) => {
+            b.parse_filters(filters);
+        }
+        None => {
+            let level = level_for(verbosity);
+            b.filter_level(level.min(LevelFilter::Warn));
+            b.filter_module("localproxy", level);
+        }
+    }
+    b.target(env_logger::Target::Stderr);
+    b.write_style(env_logger::WriteStyle::Never);
+    b.format(move |buf, record| {
+        if timestamps {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            write!(buf, "{} ", format_utc(now))?;
+        }
+        writeln!(buf, "{} {}", record.level(), record.args())
+    });
+    let inner = b.build();
+    let max = inner.filter();
+    // A second init (tests) keeps the first logger; nothing to report.
+    if log::set_boxed_logger(Box::new(TokenGuard(inner))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// Drops the records that could carry a token whatever the filters say: tungstenite
+/// logs the whole upgrade request, `access-token` header included, at trace level.
+struct TokenGuard(env_logger::Logger);
+
+impl TokenGuard {
+    fn allowed(meta: &log::Metadata<'_>) -> bool {
+        !(meta.target().starts_with("tungstenite") && meta.level() > log::Level::Debug)
+    }
+}
+
+impl log::Log for TokenGuard {
+    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
+        Self::allowed(meta) && self.0.enabled(meta)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if Self::allowed(record.metadata()) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(20_416), (2025, 11, 24));
+        assert_eq!(civil_from_days(47_541), (2100, 3, 1)); // 2100 is not a leap year
+        assert_eq!(civil_from_days(47_540), (2100, 2, 28));
+    }
+
+    #[test]
+    fn every_day_follows_the_previous_one() {
+        let mut prev = civil_from_days(-800);
+        for d in -799..80_000 {
+            let cur = civil_from_days(d);
+            let next_in_month = (prev.0, prev.1, prev.2 + 1);
+            let next_month = if prev.1 == 12 {
+                (prev.0 + 1, 1, 1)
+            } else {
+                (prev.0, prev.1 + 1, 1)
+            };
+            assert!(
+                cur == next_in_month || cur == next_month,
+                "{prev:?} -> {cur:?}"
+            );
+            prev = cur;
+        }
+    }
+
+    #[test]
+    fn timestamp_format() {
+        assert_eq!(format_utc(Duration::ZERO), "1970-01-01T00:00:00.000Z");
+        // 2026-11-24T10:54:05.123Z
+        let t = Duration::from_millis(1_795_517_645_123);
+        assert_eq!(format_utc(t), "2026-11-24T10:54:05.123Z");
+        let t = Duration::new(951_782_399, 999_999_999);
+        assert_eq!(format_utc(t), "2000-02-28T23:59:59.999Z");
+    }
+
+    #[test]
+    fn tungstenite_trace_never_passes() {
+        let meta = |target, level| log::Metadata::builder().target(target).level(level).build();
+        assert!(!TokenGuard::allowed(&meta(
+            "tungstenite::handshake::client",
+            log::Level::Trace
+        )));
+        assert!(TokenGuard::allowed(&meta(
+            "tungstenite::protocol",
+            log::Level::Debug
+        )));
+        assert!(TokenGuard::allowed(&meta(
+            "localproxy::tunnel",
+            log::Level::Trace
+        )));
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(level_for(0), LevelFilter::Off);
+        assert_eq!(level_for(1), LevelFilter::Error);
+        assert_eq!(level_for(2), LevelFilter::Error);
+        assert_eq!(level_for(3), LevelFilter::Warn);
+        assert_eq!(level_for(4), LevelFilter::Info);
+        assert_eq!(level_for(5), LevelFilter::Debug);
+        assert_eq!(level_for(6), LevelFilter::Trace);
+        assert_eq!(level_for(255), LevelFilter::Trace);
+        assert_eq!(level_name(1), "fatal");
+    }
+
+    #[test]
+    fn timestamp_switch() {
+        assert!(timestamps_wanted(None));
+        assert!(timestamps_wanted(Some("1")));
+        assert!(timestamps_wanted(Some("")));
+        assert!(!timestamps_wanted(Some("0")));
+        assert!(!timestamps_wanted(Some("off")));
+        assert!(!timestamps_wanted(Some(" FALSE ")));
+    }
+}
