@@ -252,11 +252,38 @@ fn log_lines_have_a_utc_timestamp_by_default() {
 
 #[test]
 fn without_check_a_valid_configuration_reaches_the_engine() {
+    // The engine runs and gives up (exit 4) on an endpoint where nothing listens: a
+    // loopback port that was free a moment ago, with no retries allowed.
     let dir = workdir("run");
-    let o = run_in(&dir, &["-r", "us-east-1", "-s", "5555"], WITH_TOKEN);
-    // The placeholder engine says so and exits 1; nothing on stdout either way.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = dir.join("s.json");
+    std::fs::write(
+        &settings,
+        r#"{"tunneling":{"proxy":{"websocket":{"connect_retry_count":"0"}}}}"#,
+    )
+    .unwrap();
+    let endpoint = format!("127.0.0.1:{port}");
+    let o = run_in(
+        &dir,
+        &[
+            "-e",
+            &endpoint,
+            "-s",
+            "5555",
+            "--settings-json",
+            settings.to_str().unwrap(),
+        ],
+        WITH_TOKEN,
+    );
+    let err = text(&o.stderr);
     assert!(o.stdout.is_empty());
-    assert_ne!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("giving up after 1 attempt"), "{err}");
+    assert!(!err.contains(TOKEN), "the token leaked: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
