@@ -22,6 +22,7 @@ pub mod run;
 pub mod session;
 pub mod settings;
 pub mod sys;
+pub mod testbed;
 pub mod tunnel;
 
 /// Process exit codes, decided in `main` alone. Documented in README and `--help`.

@@ -1,1 +1,123 @@
-fn main() {}
+//! The `testbed` binary: the project's double of the tunneling service, standalone.
+//!
+//! `testbed serve` runs the service and prints how to point two proxies at it;
+//! `testbed demo` runs the service, a destination proxy to a local echo server and a
+//! source proxy, and pushes data through to show what happens.
+
+use localproxy::sys;
+use localproxy::testbed::Testbed;
+use std::path::PathBuf;
+
+const HELP: &str = "\
+testbed: a local double of the AWS IoT Secure Tunneling service, for trying and testing
+localproxy without AWS. It listens with TLS on 127.0.0.1 and writes its CA certificate
+for the proxies' -c option.
+
+Usage:
+  testbed serve [--port N] [--dir DIR] [--services A,B]
+      Run the service with one open tunnel; print the endpoint, the CA directory, the
+      two tokens and the commands that start a source and a destination proxy.
+      Stop with Ctrl-C.
+  testbed demo [--mib N]
+      Run the service, a destination proxy in front of a local echo server and a source
+      proxy, push N MiB (default 64) through, and print throughput, round trip and time
+      to the first echoed byte.
+  testbed --help
+";
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let code = match args.next().as_deref() {
+        Some("serve") => serve(args.collect()),
+        Some("demo") => localproxy::testbed::demo::run(args.collect()),
+        Some("-h") | Some("--help") | None => {
+            print!("{HELP}");
+            0
+        }
+        Some(other) => {
+            eprintln!("testbed: unknown command {other:?}; see testbed --help");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn serve(args: Vec<String>) -> i32 {
+    for a in &args {
+        if a.starts_with("--") && !["--port", "--dir", "--services"].contains(&a.as_str()) {
+            eprintln!("testbed serve: unknown option {a}; see testbed --help");
+            return 2;
+        }
+    }
+    let port: u16 = match value(&args, "--port").map(|p| p.parse()) {
+        None => 0,
+        Some(Ok(p)) => p,
+        Some(Err(_)) => {
+            eprintln!("testbed serve: --port takes a number from 0 to 65535");
+            return 2;
+        }
+    };
+    let dir = value(&args, "--dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("testbed-{}", std::process::id())));
+    let services: Vec<String> = value(&args, "--services")
+        .map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
+        .unwrap_or_else(|| vec!["SSH".to_string()]);
+    if sys::block_signals(&[sys::SIGINT, sys::SIGTERM]).is_err() {
+        eprintln!("testbed serve: cannot block signals");
+        return 1;
+    }
+    let tb = match Testbed::start_on(&dir, &format!("127.0.0.1:{port}")) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("testbed serve: {e}");
+            return 1;
+        }
+    };
+    let names: Vec<&str> = services.iter().map(String::as_str).collect();
+    let t = tb.open_tunnel(&names);
+    let ca = tb.ca_dir();
+    let first = services.first().cloned().unwrap_or_default();
+    let map = |base: u16| {
+        if services.is_empty() {
+            base.to_string()
+        } else {
+            services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{s}={}", base + i as u16))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    println!("testbed listening: endpoint localhost:{}", tb.port());
+    println!("CA certificate:   {} (hashed dir {})", tb.ca_pem().display(), ca.display());
+    println!("services:         {}", if services.is_empty() { "(none)".into() } else { services.join(",") });
+    println!();
+    println!("destination (e.g. in front of sshd on port 22{}):", if first.is_empty() { "" } else { " for the first service" });
+    println!(
+        "  AWSIOT_TUNNEL_ACCESS_TOKEN={} localproxy -e localhost:{} -c {} -d {}",
+        t.destination_token,
+        tb.port(),
+        ca.display(),
+        if services.is_empty() { "22".to_string() } else { map(22) }
+    );
+    println!("source (then connect to 127.0.0.1:5555):");
+    println!(
+        "  AWSIOT_TUNNEL_ACCESS_TOKEN={} localproxy -e localhost:{} -c {} -s {} -b 127.0.0.1",
+        t.source_token,
+        tb.port(),
+        ca.display(),
+        map(5555)
+    );
+    println!();
+    println!("Tokens are single use unless the proxy sends a client token. Ctrl-C stops.");
+    let _ = sys::wait_signal(&[sys::SIGINT, sys::SIGTERM]);
+    0
+}

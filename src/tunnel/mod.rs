@@ -458,6 +458,11 @@ impl TunnelThread {
                     let mut outs = std::mem::take(&mut self.outs);
                     outs.clear();
                     self.session.handle(SessionInput::Message(&m), &mut outs);
+                    // Before any Listen goes out: the local thread refuses clients
+                    // while the tunnel is not ready.
+                    self.shared
+                        .tunnel_ready
+                        .store(self.session.is_ready(), Ordering::SeqCst);
                     let r = self.apply(&mut outs, Some(ws), Some((&m, frame)));
                     self.outs = outs;
                     r?;

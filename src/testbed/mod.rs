@@ -1,0 +1,441 @@
+//! The project's own double of the AWS IoT Secure Tunneling service, for tests and for
+//! trying the proxy without AWS (`testbed serve`, `testbed demo`).
+//!
+//! It behaves like the real service as far as protocol.md §4 knows it: TLS with its own
+//! CA, `GET /tunnel?local-proxy-mode=...` with `access-token` (and `client-token`),
+//! single-use tokens unless a client token is given, the offered subprotocol echoed,
+//! SERVICE_IDS first on 2.0/3.0, messages relayed unchanged to the other mode's peer,
+//! pings answered, STREAM_RESET to the remaining peer when one leaves, close frames when
+//! a tunnel closes. Messages for a peer that is not connected are dropped (and counted),
+//! like mizo's emulator; the real service's choice is not documented.
+//!
+//! Test hooks (drop, freeze, delay, re-cut, fragment, reject, inject, record) are
+//! methods of [`Testbed`]; every wait takes a timeout. It is not a load balancer, has
+//! no REST API and keeps everything in memory.
+
+pub mod certs;
+pub mod demo;
+mod peer;
+
+pub use crate::config::Mode;
+use crate::protocol::{codec, Message};
+use crate::sys;
+use native_tls::TlsAcceptor;
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One tunnel as the tests see it.
+#[derive(Clone, Debug)]
+pub struct Tunnel {
+    pub id: u64,
+    pub source_token: String,
+    pub destination_token: String,
+    pub services: Vec<String>,
+}
+
+/// A message a peer sent, as recorded for assertions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub kind: i32,
+    pub stream_id: i32,
+    pub service_id: String,
+    pub connection_id: u32,
+    pub payload_len: usize,
+    pub ignorable: bool,
+}
+
+/// How [`Testbed::drop_peer`] ends a peer's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    /// TCP shutdown with no close frame, like a network drop.
+    Abort,
+    /// A close frame (1000), like CloseTunnel.
+    Close,
+}
+
+/// Relay counters, per direction (index 0: from sources, 1: from destinations).
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub messages: [u64; 2],
+    pub bytes: [u64; 2],
+    /// Messages dropped because the other peer was not connected.
+    pub dropped: u64,
+}
+
+pub(crate) fn idx(m: Mode) -> usize {
+    match m {
+        Mode::Source => 0,
+        Mode::Destination => 1,
+    }
+}
+
+/// Commands for a peer thread that must not wait behind data.
+pub(crate) enum Control {
+    Close(u16, String),
+    Abort,
+    Freeze(bool),
+    Raw(tungstenite::Message),
+}
+
+/// How to reach a connected peer's thread.
+#[derive(Clone)]
+pub(crate) struct PeerHandle {
+    pub id: u64,
+    pub data: sys::Sender<tungstenite::Bytes>,
+    pub control: sys::Sender<Control>,
+    /// Bytes queued for this peer and not yet written to its WebSocket.
+    pub queued: Arc<AtomicUsize>,
+    /// A sender that stopped reading because `queued` was over the bound.
+    pub waiting: Arc<Mutex<Option<Arc<sys::Waker>>>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Slot {
+    pub peer: Option<PeerHandle>,
+    pub used: bool,
+    pub client_token: Option<String>,
+    pub recorded: Vec<Recorded>,
+    pub connections: usize,
+    pub close_frames: usize,
+    pub subprotocol: Option<String>,
+    pub client_token_seen: bool,
+}
+
+pub(crate) struct TunnelState {
+    pub services: Vec<String>,
+    pub closed: bool,
+    pub slots: [Slot; 2],
+    /// Streams seen in relayed STREAM_STARTs: (service id, stream id).
+    pub streams: Vec<(String, i32)>,
+}
+
+pub(crate) struct State {
+    pub tunnels: HashMap<u64, TunnelState>,
+    pub tokens: HashMap<String, (u64, Mode)>,
+    pub reject: Option<u16>,
+    pub single_use: bool,
+    pub recut: Option<(usize, usize)>,
+    pub fragment: Option<usize>,
+    pub delay: Duration,
+    pub record: bool,
+    pub next_id: u64,
+    pub stats: Stats,
+}
+
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    pub cv: Condvar,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running tunneling-service double.
+pub struct Testbed {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    ca_pem: PathBuf,
+    ca_dir: PathBuf,
+}
+
+impl Testbed {
+    /// Starts on 127.0.0.1 with an OS-assigned port; certificates go into `dir`.
+    pub fn start(dir: &Path) -> Result<Testbed, String> {
+        Testbed::start_on(dir, "127.0.0.1:0")
+    }
+
+    /// Starts on `addr` (e.g. `127.0.0.1:8443`).
+    pub fn start_on(dir: &Path, addr: &str) -> Result<Testbed, String> {
+        let certs = certs::make(dir)?;
+        let acceptor = TlsAcceptor::builder(certs.identity)
+            .min_protocol_version(Some(native_tls::Protocol::Tlsv12))
+            .build()
+            .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        let acceptor = Arc::new(acceptor);
+        let listener =
+            TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                tunnels: HashMap::new(),
+                tokens: HashMap::new(),
+                reject: None,
+                single_use: true,
+                recut: None,
+                fragment: None,
+                delay: Duration::ZERO,
+                record: true,
+                next_id: 1,
+                stats: Stats::default(),
+            }),
+            cv: Condvar::new(),
+        });
+        let sh = shared.clone();
+        std::thread::Builder::new()
+            .name("testbed-accept".into())
+            .spawn(move || {
+                for s in listener.incoming() {
+                    let Ok(s) = s else { continue };
+                    let (sh, acc) = (sh.clone(), acceptor.clone());
+                    let _ = std::thread::Builder::new()
+                        .name("testbed-peer".into())
+                        .spawn(move || peer::serve(sh, s, acc));
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Testbed {
+            shared,
+            addr,
+            ca_pem: certs.ca_pem,
+            ca_dir: certs.ca_dir,
+        })
+    }
+
+    /// `localhost:PORT`, for `-e`.
+    pub fn endpoint(&self) -> String {
+        format!("localhost:{}", self.addr.port())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The CA as an OpenSSL hashed directory, for `-c`.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.ca_dir.clone()
+    }
+
+    pub fn ca_pem(&self) -> PathBuf {
+        self.ca_pem.clone()
+    }
+
+    /// Opens a tunnel with these services (none: a V1-style tunnel).
+    pub fn open_tunnel(&self, services: &[&str]) -> Tunnel {
+        let mut st = self.shared.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        let source_token = random_token();
+        let destination_token = random_token();
+        st.tokens.insert(source_token.clone(), (id, Mode::Source));
+        st.tokens
+            .insert(destination_token.clone(), (id, Mode::Destination));
+        let services: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+        st.tunnels.insert(
+            id,
+            TunnelState {
+                services: services.clone(),
+                closed: false,
+                slots: Default::default(),
+                streams: Vec::new(),
+            },
+        );
+        Tunnel {
+            id,
+            source_token,
+            destination_token,
+            services,
+        }
+    }
+
+    /// Closes a tunnel: close frame (1000) to both peers; its tokens stop working.
+    pub fn close_tunnel(&self, t: &Tunnel) {
+        let mut st = self.shared.lock();
+        if let Some(ts) = st.tunnels.get_mut(&t.id) {
+            ts.closed = true;
+            for slot in &ts.slots {
+                if let Some(p) = &slot.peer {
+                    let _ = p.control.send(Control::Close(1000, "Tunnel is closed".into()));
+                }
+            }
+        }
+    }
+
+    fn with_peer(&self, t: &Tunnel, m: Mode, c: Control) -> bool {
+        let st = self.shared.lock();
+        match st
+            .tunnels
+            .get(&t.id)
+            .and_then(|ts| ts.slots[idx(m)].peer.as_ref())
+        {
+            Some(p) => p.control.send(c).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Ends a peer's connection. Returns false if it was not connected.
+    pub fn drop_peer(&self, t: &Tunnel, m: Mode, how: How) -> bool {
+        let c = match how {
+            How::Abort => Control::Abort,
+            How::Close => Control::Close(1000, "Tunnel is closed".into()),
+        };
+        self.with_peer(t, m, c)
+    }
+
+    /// Stops (true) or resumes (false) reading and writing a peer's socket.
+    pub fn freeze_peer(&self, t: &Tunnel, m: Mode, frozen: bool) -> bool {
+        self.with_peer(t, m, Control::Freeze(frozen))
+    }
+
+    /// Sends `bytes` to a peer as one binary frame.
+    pub fn inject(&self, t: &Tunnel, m: Mode, bytes: &[u8]) -> bool {
+        let msg = tungstenite::Message::Binary(tungstenite::Bytes::copy_from_slice(bytes));
+        self.with_peer(t, m, Control::Raw(msg))
+    }
+
+    /// Sends an encoded tunnel message to a peer.
+    pub fn inject_message(&self, t: &Tunnel, m: Mode, msg: &Message<'_>) -> bool {
+        let mut buf = Vec::new();
+        if codec::encode(msg, &mut buf).is_err() {
+            return false;
+        }
+        self.inject(t, m, &buf)
+    }
+
+    /// Sends any WebSocket message (a text frame, an oversized frame, a pong).
+    pub fn inject_ws(&self, t: &Tunnel, m: Mode, msg: tungstenite::Message) -> bool {
+        self.with_peer(t, m, Control::Raw(msg))
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        self.shared.lock().delay = d;
+    }
+
+    /// Re-cuts relayed bytes into frames of random sizes in [min, max].
+    pub fn set_recut(&self, r: Option<(usize, usize)>) {
+        self.shared.lock().recut = r.map(|(a, b)| (a.max(1), b.max(a.max(1))));
+    }
+
+    /// Sends each relayed message as a fragmented WebSocket message of frames of at most
+    /// `n` bytes, as the reference does with n = 4096.
+    pub fn set_fragment(&self, n: Option<usize>) {
+        self.shared.lock().fragment = n.map(|n| n.max(1));
+    }
+
+    /// Answers every upgrade with this status.
+    pub fn reject_upgrades(&self, status: Option<u16>) {
+        self.shared.lock().reject = status;
+    }
+
+    pub fn single_use_tokens(&self, on: bool) {
+        self.shared.lock().single_use = on;
+    }
+
+    /// Records messages for [`Testbed::recorded`] (on by default; benchmarks turn it off).
+    pub fn set_recording(&self, on: bool) {
+        self.shared.lock().record = on;
+    }
+
+    fn slot<R>(&self, t: &Tunnel, m: Mode, f: impl FnOnce(&Slot) -> R) -> Option<R> {
+        let st = self.shared.lock();
+        st.tunnels.get(&t.id).map(|ts| f(&ts.slots[idx(m)]))
+    }
+
+    pub fn recorded(&self, t: &Tunnel, m: Mode) -> Vec<Recorded> {
+        self.slot(t, m, |s| s.recorded.clone()).unwrap_or_default()
+    }
+
+    /// Successful upgrades for this tunnel and mode so far.
+    pub fn connection_count(&self, t: &Tunnel, m: Mode) -> usize {
+        self.slot(t, m, |s| s.connections).unwrap_or(0)
+    }
+
+    pub fn close_frames(&self, t: &Tunnel, m: Mode) -> usize {
+        self.slot(t, m, |s| s.close_frames).unwrap_or(0)
+    }
+
+    pub fn subprotocol(&self, t: &Tunnel, m: Mode) -> Option<String> {
+        self.slot(t, m, |s| s.subprotocol.clone()).flatten()
+    }
+
+    pub fn client_token_seen(&self, t: &Tunnel, m: Mode) -> bool {
+        self.slot(t, m, |s| s.client_token_seen).unwrap_or(false)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// Waits until `pred` holds for the tunnel's slot of mode `m`.
+    pub(crate) fn wait_slot(
+        &self,
+        t: &Tunnel,
+        m: Mode,
+        timeout: Duration,
+        pred: impl Fn(&Slot) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        loop {
+            if st
+                .tunnels
+                .get(&t.id)
+                .is_some_and(|ts| pred(&ts.slots[idx(m)]))
+            {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .shared
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    pub fn wait_recorded(
+        &self,
+        t: &Tunnel,
+        m: Mode,
+        timeout: Duration,
+        pred: impl Fn(&[Recorded]) -> bool,
+    ) -> bool {
+        self.wait_slot(t, m, timeout, |s| pred(&s.recorded))
+    }
+
+    pub fn wait_connected(&self, t: &Tunnel, m: Mode, timeout: Duration) -> bool {
+        self.wait_slot(t, m, timeout, |s| s.peer.is_some())
+    }
+
+    /// Waits until at least `n` upgrades for this tunnel and mode succeeded.
+    pub fn wait_connections(&self, t: &Tunnel, m: Mode, n: usize, timeout: Duration) -> bool {
+        self.wait_slot(t, m, timeout, |s| s.connections >= n && s.peer.is_some())
+    }
+
+    pub fn wait_disconnected(&self, t: &Tunnel, m: Mode, timeout: Duration) -> bool {
+        self.wait_slot(t, m, timeout, |s| s.peer.is_none())
+    }
+
+    pub fn wait_close_frame(&self, t: &Tunnel, m: Mode, timeout: Duration) -> bool {
+        self.wait_slot(t, m, timeout, |s| s.close_frames > 0)
+    }
+}
+
+/// A random URL-safe token of 64 characters from the OS random source.
+pub fn random_token() -> String {
+    use std::io::Read;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut b = [0u8; 64];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if read.is_err() {
+        // Tests only: uniqueness matters, not secrecy.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> (i % 16 * 8)) as u8 ^ i as u8;
+        }
+    }
+    b.iter().map(|x| ALPHABET[(*x & 63) as usize] as char).collect()
+}

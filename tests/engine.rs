@@ -1,0 +1,289 @@
+//! End-to-end tests of the engine: the real `localproxy` binary in both modes against the
+//! project's tunneling-service double over TLS on loopback (`-e localhost:PORT -c CADIR`),
+//! with real echo servers and clients.
+//!
+//! Every test runs under a watchdog and waits on log lines, sockets and the testbed's
+//! recordings, never on sleeps.
+
+mod common;
+
+use common::*;
+use localproxy::protocol::Type;
+use localproxy::sys::SIGTERM;
+use localproxy::testbed::{Mode, Testbed, Tunnel};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+struct Setup {
+    tb: Testbed,
+    tunnel: Tunnel,
+    dir: std::path::PathBuf,
+    settings: std::path::PathBuf,
+}
+
+fn setup(tag: &str, services: &[&str], extra: &[(&str, &str)]) -> Setup {
+    let dir = temp_dir(tag);
+    let tb = Testbed::start(&dir).expect("start the testbed");
+    let tunnel = tb.open_tunnel(services);
+    let settings = fast_settings(&dir, extra);
+    Setup {
+        tb,
+        tunnel,
+        dir,
+        settings,
+    }
+}
+
+impl Setup {
+    fn common_args(&self) -> Vec<String> {
+        vec![
+            "-e".into(),
+            self.tb.endpoint(),
+            "-c".into(),
+            path(&self.tb.ca_dir()),
+            "--settings-json".into(),
+            path(&self.settings),
+            "-v".into(),
+            "5".into(),
+        ]
+    }
+
+    fn destination(&self, mapping: &str, extra: &[&str]) -> Proxy {
+        let mut args = self.common_args();
+        args.extend(["-d".to_string(), mapping.to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let p = Proxy::start(&args, &self.tunnel.destination_token);
+        p.wait_line("tunnel ready");
+        p
+    }
+
+    fn source(&self, mapping: &str, extra: &[&str]) -> Proxy {
+        let mut args = self.common_args();
+        args.extend(["-s".to_string(), mapping.to_string(), "-b".into(), "127.0.0.1".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let p = Proxy::start(&args, &self.tunnel.source_token);
+        p.wait_line("tunnel ready");
+        p
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// Waits until the source logged `n` listeners.
+fn listening(p: &Proxy, n: usize) {
+    p.wait_nth_line("listening on", n);
+}
+
+#[test]
+fn v3_two_services_three_simultaneous_connections_each() {
+    watchdog(LIMIT, || {
+        let s = setup("v3", &["A", "B"], &[]);
+        let (ea, eb) = (echo_server(), echo_server());
+        let (pa, pb) = (free_port(), free_port());
+        let _dst = s.destination(&format!("A={},B={}", ea.port, eb.port), &[]);
+        let src = s.source(&format!("A={pa},B={pb}"), &[]);
+        listening(&src, 2);
+        // Open all six connections first so they are simultaneous, then echo on each
+        // in parallel.
+        let conns: Vec<(TcpStream, u64)> = (0..6u64)
+            .map(|i| {
+                let port = if i < 3 { pa } else { pb };
+                let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                (c, i)
+            })
+            .collect();
+        let workers: Vec<_> = conns
+            .into_iter()
+            .map(|(c, i)| {
+                std::thread::spawn(move || {
+                    echo_on(&c, &pattern(1 << 20, i));
+                    c
+                })
+            })
+            .collect();
+        let conns: Vec<TcpStream> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        assert_eq!(ea.accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(eb.accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let rec = s.tb.recorded(&s.tunnel, Mode::Source);
+        for svc in ["A", "B"] {
+            let starts: Vec<(i32, u32)> = rec
+                .iter()
+                .filter(|m| m.service_id == svc)
+                .filter(|m| {
+                    m.kind == Type::StreamStart.raw() || m.kind == Type::ConnectionStart.raw()
+                })
+                .map(|m| (m.kind, m.connection_id))
+                .collect();
+            assert_eq!(
+                starts,
+                vec![
+                    (Type::StreamStart.raw(), 1),
+                    (Type::ConnectionStart.raw(), 2),
+                    (Type::ConnectionStart.raw(), 3)
+                ],
+                "service {svc}"
+            );
+        }
+        drop(conns);
+    });
+}
+
+/// One connection per service at a time: a second is refused, the first is unharmed,
+/// and the next one after it closes is served.
+fn one_at_a_time(tag: &str, services: &[&str], dest_map: &str, flag: &str) {
+    let s = setup(tag, services, &[]);
+    let echo = echo_server();
+    let port = free_port();
+    let _dst = s.destination(&dest_map.replace("PORT", &echo.port.to_string()), &[]);
+    let src = s.source(&port.to_string(), &["-y", flag]);
+    listening(&src, 1);
+    let first = echo_check(port, &pattern(100_000, 1));
+    let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(closed_by_peer(&mut second), "the second connection was not refused");
+    src.wait_line("one connection at a time");
+    echo_on(&first, &pattern(200_000, 2));
+    drop(first);
+    // The next connection is served by the same listener once the first is gone.
+    src.wait_line("closed after");
+    echo_check(port, &pattern(300_000, 3));
+    let rec = s.tb.recorded(&s.tunnel, Mode::Source);
+    let starts: Vec<_> = rec
+        .iter()
+        .filter(|m| m.kind == Type::StreamStart.raw())
+        .collect();
+    assert_eq!(starts.len(), 2, "{rec:?}");
+    for m in rec.iter() {
+        assert_eq!(m.connection_id, 0, "{flag} never sends connection ids: {m:?}");
+        if flag == "V1" {
+            assert_eq!(m.service_id, "", "V1 never sends service ids: {m:?}");
+        }
+    }
+}
+
+#[test]
+fn v2_one_connection_at_a_time() {
+    watchdog(LIMIT, || one_at_a_time("v2", &["A"], "A=PORT", "V2"));
+}
+
+#[test]
+fn v1_one_connection_at_a_time_on_a_tunnel_without_services() {
+    watchdog(LIMIT, || one_at_a_time("v1", &[], "PORT", "V1"));
+}
+
+#[test]
+fn v1_style_source_against_our_destination_on_a_one_service_tunnel() {
+    watchdog(LIMIT, || {
+        let s = setup("v1dst", &["SSH"], &[]);
+        let echo = echo_server();
+        let port = free_port();
+        let _dst = s.destination(&format!("SSH={}", echo.port), &[]);
+        let src = s.source(&port.to_string(), &["-y", "V1"]);
+        listening(&src, 1);
+        echo_check(port, &pattern(500_000, 9));
+        let rec = s.tb.recorded(&s.tunnel, Mode::Destination);
+        assert!(
+            rec.iter()
+                .filter(|m| m.kind == Type::Data.raw())
+                .all(|m| m.service_id.is_empty() && m.connection_id == 0),
+            "the destination must answer a V1 peer in V1 form: {rec:?}"
+        );
+    });
+}
+
+#[test]
+fn recut_frames_and_fragmented_messages_keep_data_intact() {
+    watchdog(LIMIT, || {
+        let s = setup("recut", &["A"], &[]);
+        s.tb.set_recut(Some((1, 5000)));
+        let echo = echo_server();
+        let port = free_port();
+        let _dst = s.destination(&format!("A={}", echo.port), &[]);
+        let src = s.source(&format!("A={port}"), &[]);
+        listening(&src, 1);
+        echo_check(port, &pattern(1 << 20, 4));
+        s.tb.set_recut(None);
+        s.tb.set_fragment(Some(4096));
+        echo_check(port, &pattern(1 << 20, 5));
+    });
+}
+
+#[test]
+fn destination_target_down_closes_only_that_connection() {
+    watchdog(LIMIT, || {
+        let s = setup("down", &["A", "B"], &[]);
+        let echo = echo_server();
+        let dead = free_port();
+        let (pa, pb) = (free_port(), free_port());
+        let dst = s.destination(&format!("A={dead},B={}", echo.port), &[]);
+        let src = s.source(&format!("A={pa},B={pb}"), &[]);
+        listening(&src, 2);
+        let healthy = echo_check(pb, &pattern(50_000, 1));
+        let mut doomed = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+        assert!(closed_by_peer(&mut doomed), "the client was left hanging");
+        dst.wait_line("cannot connect to");
+        echo_on(&healthy, &pattern(50_000, 2));
+    });
+}
+
+#[test]
+fn service_closing_the_tunnel_ends_both_proxies_with_exit_0() {
+    watchdog(LIMIT, || {
+        let s = setup("close", &["A"], &[]);
+        let echo = echo_server();
+        let port = free_port();
+        let mut dst = s.destination(&format!("A={}", echo.port), &[]);
+        let mut src = s.source(&format!("A={port}"), &[]);
+        listening(&src, 1);
+        let mut c = echo_check(port, &pattern(10_000, 1));
+        s.tb.close_tunnel(&s.tunnel);
+        assert!(closed_by_peer(&mut c), "the local connection stayed open");
+        assert_eq!(src.exit_code(), 0);
+        assert_eq!(dst.exit_code(), 0);
+    });
+}
+
+#[test]
+fn rejected_token_exits_3_with_one_line() {
+    watchdog(LIMIT, || {
+        let s = setup("reject", &["A"], &[]);
+        s.tb.reject_upgrades(Some(401));
+        let mut args = s.common_args();
+        args.extend(["-s".into(), free_port().to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut p = Proxy::start(&args, &s.tunnel.source_token);
+        assert_eq!(p.exit_code(), 3);
+        let errors: Vec<String> = p.log().into_iter().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("refused the access token"), "{errors:?}");
+        assert!(errors[0].contains("401"), "{errors:?}");
+        assert!(!p.log().join("\n").contains(&s.tunnel.source_token));
+    });
+}
+
+#[test]
+fn sigterm_sends_a_close_frame_and_exits_0() {
+    watchdog(LIMIT, || {
+        let s = setup("term", &["A"], &[]);
+        let echo = echo_server();
+        let port = free_port();
+        let _dst = s.destination(&format!("A={}", echo.port), &[]);
+        let mut src = s.source(&format!("A={port}"), &[]);
+        listening(&src, 1);
+        let mut c = echo_check(port, &pattern(10_000, 1));
+        src.signal(SIGTERM);
+        assert_eq!(src.exit_code(), 0);
+        assert!(closed_by_peer(&mut c));
+        assert!(
+            s.tb.wait_close_frame(&s.tunnel, Mode::Source, WAIT),
+            "the testbed saw no close frame from the source"
+        );
+        let _ = std::fs::remove_dir_all(&s.dir);
+    });
+}
