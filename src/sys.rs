@@ -178,11 +178,14 @@ impl AsRawFd for WakeFd {
     }
 }
 
-/// The receiving thread's wake-up: written only when the receiver is (about to be)
-/// asleep, so a busy receiver costs senders no system call.
+/// The receiving thread's wake-up: the fd is written only when the receiver is (about
+/// to be) asleep, so a busy receiver costs senders no system call. A wake that comes
+/// while the receiver is busy is latched and stops its next sleep, so a wake for a
+/// condition (buffer space freed) is never lost between the check and the sleep.
 pub struct Waker {
     fd: WakeFd,
     armed: AtomicBool,
+    notified: AtomicBool,
 }
 
 impl Waker {
@@ -190,11 +193,13 @@ impl Waker {
         Ok(Arc::new(Waker {
             fd: WakeFd::new()?,
             armed: AtomicBool::new(false),
+            notified: AtomicBool::new(false),
         }))
     }
 
-    /// Ends the receiver's poll if it is sleeping or about to.
+    /// Ends the receiver's poll if it is sleeping, or its next sleep if it is not.
     pub fn wake(&self) {
+        self.notified.store(true, Ordering::SeqCst);
         if self.armed.swap(false, Ordering::SeqCst) {
             self.fd.wake();
         }
@@ -295,6 +300,11 @@ impl<T> Receiver<T> {
     /// already waiting (poll with a zero timeout then), true when it is safe to sleep.
     pub fn prepare_sleep(&mut self) -> bool {
         self.waker.arm();
+        if self.waker.notified.swap(false, Ordering::SeqCst) {
+            // Something changed since the caller last looked: look again first.
+            self.waker.disarm();
+            return false;
+        }
         if self.stash.is_none() {
             if let Ok(v) = self.rx.try_recv() {
                 self.stash = Some(v);
@@ -479,6 +489,17 @@ mod tests {
         tx.send(1).unwrap();
         assert!(!rx.prepare_sleep());
         assert!(matches!(rx.try_recv(), Recv::Msg(1)));
+        assert!(rx.prepare_sleep());
+    }
+
+    #[test]
+    fn a_wake_before_arming_stops_the_next_sleep() {
+        // A condition wake (e.g. buffer space freed) that lands while the receiver is
+        // busy must not be lost.
+        let waker = Waker::new().unwrap();
+        let (_tx, mut rx) = channel_with::<u32>(waker.clone());
+        waker.wake();
+        assert!(!rx.prepare_sleep());
         assert!(rx.prepare_sleep());
     }
 

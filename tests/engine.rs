@@ -63,7 +63,12 @@ impl Setup {
 
     fn source(&self, mapping: &str, extra: &[&str]) -> Proxy {
         let mut args = self.common_args();
-        args.extend(["-s".to_string(), mapping.to_string(), "-b".into(), "127.0.0.1".into()]);
+        args.extend([
+            "-s".to_string(),
+            mapping.to_string(),
+            "-b".into(),
+            "127.0.0.1".into(),
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let p = Proxy::start(&args, &self.tunnel.source_token);
@@ -146,7 +151,10 @@ fn one_at_a_time(tag: &str, services: &[&str], dest_map: &str, flag: &str) {
     listening(&src, 1);
     let first = echo_check(port, &pattern(100_000, 1));
     let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    assert!(closed_by_peer(&mut second), "the second connection was not refused");
+    assert!(
+        closed_by_peer(&mut second),
+        "the second connection was not refused"
+    );
     src.wait_line("one connection at a time");
     echo_on(&first, &pattern(200_000, 2));
     drop(first);
@@ -160,7 +168,10 @@ fn one_at_a_time(tag: &str, services: &[&str], dest_map: &str, flag: &str) {
         .collect();
     assert_eq!(starts.len(), 2, "{rec:?}");
     for m in rec.iter() {
-        assert_eq!(m.connection_id, 0, "{flag} never sends connection ids: {m:?}");
+        assert_eq!(
+            m.connection_id, 0,
+            "{flag} never sends connection ids: {m:?}"
+        );
         if flag == "V1" {
             assert_eq!(m.service_id, "", "V1 never sends service ids: {m:?}");
         }
@@ -259,7 +270,11 @@ fn rejected_token_exits_3_with_one_line() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut p = Proxy::start(&args, &s.tunnel.source_token);
         assert_eq!(p.exit_code(), 3);
-        let errors: Vec<String> = p.log().into_iter().filter(|l| l.contains("ERROR")).collect();
+        let errors: Vec<String> = p
+            .log()
+            .into_iter()
+            .filter(|l| l.contains("ERROR"))
+            .collect();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("refused the access token"), "{errors:?}");
         assert!(errors[0].contains("401"), "{errors:?}");

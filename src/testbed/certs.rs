@@ -53,7 +53,13 @@ fn make_inner(dir: &Path) -> Result<Certs, Box<dyn std::error::Error>> {
     b.set_not_before(&from)?;
     b.set_not_after(&until)?;
     b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
     b.sign(&ca_key, MessageDigest::sha256())?;
     let ca = b.build();
 
@@ -97,10 +103,8 @@ fn make_inner(dir: &Path) -> Result<Certs, Box<dyn std::error::Error>> {
         ca_dir.join(format!("{:08x}.0", ca.subject_name_hash())),
         &ca_pem_bytes,
     )?;
-    let identity = native_tls::Identity::from_pkcs8(
-        &leaf.to_pem()?,
-        &leaf_key.private_key_to_pem_pkcs8()?,
-    )?;
+    let identity =
+        native_tls::Identity::from_pkcs8(&leaf.to_pem()?, &leaf_key.private_key_to_pem_pkcs8()?)?;
     Ok(Certs {
         ca_pem,
         ca_dir,

@@ -67,7 +67,12 @@ fn serve(args: Vec<String>) -> i32 {
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join(format!("testbed-{}", std::process::id())));
     let services: Vec<String> = value(&args, "--services")
-        .map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
+        .map(|s| {
+            s.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_else(|| vec!["SSH".to_string()]);
     if sys::block_signals(&[sys::SIGINT, sys::SIGTERM]).is_err() {
         eprintln!("testbed serve: cannot block signals");
@@ -97,16 +102,38 @@ fn serve(args: Vec<String>) -> i32 {
         }
     };
     println!("testbed listening: endpoint localhost:{}", tb.port());
-    println!("CA certificate:   {} (hashed dir {})", tb.ca_pem().display(), ca.display());
-    println!("services:         {}", if services.is_empty() { "(none)".into() } else { services.join(",") });
+    println!(
+        "CA certificate:   {} (hashed dir {})",
+        tb.ca_pem().display(),
+        ca.display()
+    );
+    println!(
+        "services:         {}",
+        if services.is_empty() {
+            "(none)".into()
+        } else {
+            services.join(",")
+        }
+    );
     println!();
-    println!("destination (e.g. in front of sshd on port 22{}):", if first.is_empty() { "" } else { " for the first service" });
+    println!(
+        "destination (e.g. in front of sshd on port 22{}):",
+        if first.is_empty() {
+            ""
+        } else {
+            " for the first service"
+        }
+    );
     println!(
         "  AWSIOT_TUNNEL_ACCESS_TOKEN={} localproxy -e localhost:{} -c {} -d {}",
         t.destination_token,
         tb.port(),
         ca.display(),
-        if services.is_empty() { "22".to_string() } else { map(22) }
+        if services.is_empty() {
+            "22".to_string()
+        } else {
+            map(22)
+        }
     );
     println!("source (then connect to 127.0.0.1:5555):");
     println!(

@@ -251,7 +251,9 @@ impl Testbed {
             ts.closed = true;
             for slot in &ts.slots {
                 if let Some(p) = &slot.peer {
-                    let _ = p.control.send(Control::Close(1000, "Tunnel is closed".into()));
+                    let _ = p
+                        .control
+                        .send(Control::Close(1000, "Tunnel is closed".into()));
                 }
             }
         }
@@ -437,5 +439,7 @@ pub fn random_token() -> String {
             *x = (t >> (i % 16 * 8)) as u8 ^ i as u8;
         }
     }
-    b.iter().map(|x| ALPHABET[(*x & 63) as usize] as char).collect()
+    b.iter()
+        .map(|x| ALPHABET[(*x & 63) as usize] as char)
+        .collect()
 }

@@ -69,7 +69,12 @@ fn admit(shared: &Shared, req: &Request) -> Result<Admitted, ErrorResponse> {
     {
         Some("source") => Mode::Source,
         Some("destination") => Mode::Destination,
-        _ => return Err(reject(400, "local-proxy-mode must be source or destination")),
+        _ => {
+            return Err(reject(
+                400,
+                "local-proxy-mode must be source or destination",
+            ))
+        }
     };
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let Some(token) = header("access-token") else {
@@ -79,7 +84,10 @@ fn admit(shared: &Shared, req: &Request) -> Result<Admitted, ErrorResponse> {
         return Err(reject(401, "Invalid access token"));
     };
     if token_mode != mode {
-        return Err(reject(400, "The access token is for the other local-proxy-mode"));
+        return Err(reject(
+            400,
+            "The access token is for the other local-proxy-mode",
+        ));
     }
     let offered = header("sec-websocket-protocol").unwrap_or("");
     let Some(subprotocol) = offered
@@ -182,9 +190,10 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<TlsAccept
         };
         let slot = &mut ts.slots[idx(a.mode)];
         if let Some(old) = slot.peer.replace(handle.clone()) {
-            let _ = old
-                .control
-                .send(Control::Close(1008, "replaced by another connection".into()));
+            let _ = old.control.send(Control::Close(
+                1008,
+                "replaced by another connection".into(),
+            ));
         }
         slot.connections += 1;
         slot.subprotocol = Some(a.subprotocol.clone());
@@ -277,8 +286,7 @@ impl Peer {
                     }
                 }
                 let now = Instant::now();
-                while !self.write_blocked && self.delayed.front().is_some_and(|(t, _)| *t <= now)
-                {
+                while !self.write_blocked && self.delayed.front().is_some_and(|(t, _)| *t <= now) {
                     let Some((_, b)) = self.delayed.pop_front() else {
                         break;
                     };

@@ -41,7 +41,10 @@ pub fn watchdog<F: FnOnce() + Send + 'static>(limit: Duration, body: F) {
         }
         Err(mpsc::RecvTimeoutError::Timeout) => {
             kill_all();
-            panic!("watchdog: the test did not finish within {} s", limit.as_secs());
+            panic!(
+                "watchdog: the test did not finish within {} s",
+                limit.as_secs()
+            );
         }
     }
 }
@@ -194,7 +197,10 @@ impl Proxy {
                 return l.clone();
             }
             let now = Instant::now();
-            if now >= deadline || (*self.eof.lock().unwrap() && g.iter().filter(|l| l.contains(needle)).count() < n) {
+            if now >= deadline
+                || (*self.eof.lock().unwrap()
+                    && g.iter().filter(|l| l.contains(needle)).count() < n)
+            {
                 panic!(
                     "no log line containing {needle:?} (#{n}) from pid {}; log so far:\n{}",
                     self.pid,
@@ -246,7 +252,10 @@ impl Proxy {
         }
         drop(g);
         let st = self.child.wait().unwrap();
-        PIDS.lock().unwrap().get_or_insert_with(HashSet::new).remove(&self.pid);
+        PIDS.lock()
+            .unwrap()
+            .get_or_insert_with(HashSet::new)
+            .remove(&self.pid);
         st
     }
 
@@ -347,7 +356,12 @@ pub fn closed_by_peer(s: &mut TcpStream) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
             Err(_) => return true,
         }
     }
