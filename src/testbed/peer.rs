@@ -34,6 +34,9 @@ static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 
 type Ws = WebSocket<TlsStream<TcpStream>>;
 
+/// A message to forward: its bytes, its record, and the stream it starts or resets.
+type Relayed = (Bytes, Option<Recorded>, Option<(Type, String, i32)>);
+
 struct Admitted {
     tunnel: u64,
     mode: Mode,
@@ -42,17 +45,17 @@ struct Admitted {
     client_token: bool,
 }
 
-fn reject(status: u16, body: &str) -> ErrorResponse {
+fn reject(status: u16, body: &str) -> Box<ErrorResponse> {
     let mut r = ErrorResponse::new(Some(body.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     if let Ok(v) = HeaderValue::from_str(body) {
         r.headers_mut().insert("X-Status-Reason", v);
     }
-    r
+    Box::new(r)
 }
 
 /// Checks an upgrade request against the tunnels and hooks (under the lock).
-fn admit(shared: &Shared, req: &Request) -> Result<Admitted, ErrorResponse> {
+fn admit(shared: &Shared, req: &Request) -> Result<Admitted, Box<ErrorResponse>> {
     let mut st = shared.lock();
     if let Some(status) = st.reject {
         return Err(reject(status, "rejected by the testbed's reject hook"));
@@ -147,8 +150,10 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<TlsAccept
         return;
     };
     let mut admitted: Option<Admitted> = None;
+    // The callback's signature is tungstenite's.
+    #[allow(clippy::result_large_err)]
     let cb = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-        let a = admit(&shared, req)?;
+        let a = admit(&shared, req).map_err(|e| *e)?;
         let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&a.subprotocol) {
             h.insert("Sec-WebSocket-Protocol", v);
@@ -528,7 +533,7 @@ impl Peer {
         };
         let limits = Limits::default();
         let mut pos = 0;
-        let mut msgs: Vec<(Bytes, Option<Recorded>, Option<(Type, String, i32)>)> = Vec::new();
+        let mut msgs: Vec<Relayed> = Vec::new();
         while pos < src.len() {
             match codec::decode(&src[pos..], &limits) {
                 Ok(Some((n, m))) => {
