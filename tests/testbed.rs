@@ -1,0 +1,239 @@
+//! Tests of the tunneling-service double itself, with the proxy's own connect code as a
+//! bare client: token pairing and single use, modes, subprotocols and SERVICE_IDS,
+//! relay, STREAM_RESET when a peer leaves, pings, the reject hook.
+
+mod common;
+
+use common::{temp_dir, watchdog, WAIT};
+use localproxy::config::{Mode, Secret};
+use localproxy::protocol::codec::{self, Limits};
+use localproxy::protocol::{Message as TunnelMessage, Type, Version};
+use localproxy::testbed::{How, Testbed, Tunnel};
+use localproxy::tunnel::connect::{self, ConnectError, Opened, Ws};
+use std::time::Duration;
+use tungstenite::{Bytes, Message};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct Client {
+    ws: Ws,
+    version: Version,
+    buf: Vec<u8>,
+}
+
+fn connect_as(
+    tb: &Testbed,
+    token: &str,
+    mode: Mode,
+    client_token: Option<&str>,
+    subprotocol: &str,
+) -> Result<Client, ConnectError> {
+    let tls = connect::tls_connector(Some(&tb.ca_dir()), false).unwrap();
+    let token = Secret::new(token);
+    let ct = client_token.map(Secret::new);
+    let target = connect::Target {
+        host: "localhost",
+        port: tb.port(),
+        mode,
+        access_token: &token,
+        client_token: ct.as_ref(),
+        subprotocol,
+        tls: &tls,
+        ws_config: connect::ws_config(65536, 65536),
+    };
+    let Opened {
+        mut ws, version, ..
+    } = connect::connect(&target)?;
+    let tcp = ws.get_mut().get_mut();
+    tcp.set_nonblocking(false).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    Ok(Client {
+        ws,
+        version,
+        buf: Vec::new(),
+    })
+}
+
+impl Client {
+    /// The next tunnel message, as (type, stream, service ids or service id, payload).
+    fn next(&mut self) -> (Type, i32, Vec<String>, Vec<u8>) {
+        loop {
+            if let Some((n, m)) = codec::decode(&self.buf, &Limits::default()).unwrap() {
+                let services = if m.kind == Type::ServiceIds {
+                    m.available_service_ids
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                } else {
+                    vec![m.service_id.to_string()]
+                };
+                let out = (m.kind, m.stream_id, services, m.payload.to_vec());
+                self.buf.drain(..n);
+                return out;
+            }
+            match self.ws.read().expect("read from the testbed") {
+                Message::Binary(b) => self.buf.extend_from_slice(&b),
+                Message::Close(f) => panic!("closed by the testbed: {f:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    fn send(&mut self, m: &TunnelMessage<'_>) {
+        let mut buf = Vec::new();
+        codec::encode(m, &mut buf).unwrap();
+        self.ws.send(Message::Binary(Bytes::from(buf))).unwrap();
+    }
+}
+
+const V3: &str = "aws.iot.securetunneling-3.0";
+const V1: &str = "aws.iot.securetunneling-1.0";
+
+fn pair(tb: &Testbed, t: &Tunnel) -> (Client, Client) {
+    let mut src = connect_as(tb, &t.source_token, Mode::Source, None, V3).unwrap();
+    let mut dst = connect_as(tb, &t.destination_token, Mode::Destination, None, V3).unwrap();
+    assert_eq!(src.next().0, Type::ServiceIds);
+    assert_eq!(dst.next().0, Type::ServiceIds);
+    assert!(tb.wait_connected(t, Mode::Source, WAIT));
+    (src, dst)
+}
+
+#[test]
+fn service_ids_come_first_on_3_0_and_never_on_1_0() {
+    watchdog(LIMIT, || {
+        let tb = Testbed::start(&temp_dir("tb-ids")).unwrap();
+        let t = tb.open_tunnel(&["A", "B"]);
+        let mut c = connect_as(&tb, &t.source_token, Mode::Source, None, V3).unwrap();
+        assert_eq!(c.version, Version::V3);
+        let (kind, _, ids, _) = c.next();
+        assert_eq!(
+            (kind, ids),
+            (Type::ServiceIds, vec!["A".to_string(), "B".to_string()])
+        );
+
+        let t = tb.open_tunnel(&[]);
+        let mut c = connect_as(&tb, &t.source_token, Mode::Source, None, V1).unwrap();
+        assert_eq!(c.version, Version::V1);
+        assert_eq!(tb.subprotocol(&t, Mode::Source).as_deref(), Some(V1));
+        // The first message this peer sees is the one we inject, not SERVICE_IDS.
+        assert!(tb.inject_message(&t, Mode::Source, &TunnelMessage::new(Type::SessionReset)));
+        assert_eq!(c.next().0, Type::SessionReset);
+    });
+}
+
+#[test]
+fn tokens_are_single_use_without_a_client_token() {
+    watchdog(LIMIT, || {
+        let tb = Testbed::start(&temp_dir("tb-single")).unwrap();
+        let t = tb.open_tunnel(&["A"]);
+        drop(connect_as(&tb, &t.source_token, Mode::Source, None, V3).unwrap());
+        assert!(tb.wait_disconnected(&t, Mode::Source, WAIT));
+        match connect_as(&tb, &t.source_token, Mode::Source, None, V3) {
+            Err(ConnectError::Rejected {
+                status: 400,
+                detail,
+            }) => assert!(
+                detail.contains("previously used and can not be used again"),
+                "{detail}"
+            ),
+            other => panic!("expected 400, got {:?}", other.err()),
+        }
+        // With a client token the same token reconnects; another client token does not.
+        let ct = "0123456789abcdef0123456789abcdef";
+        drop(connect_as(&tb, &t.destination_token, Mode::Destination, Some(ct), V3).unwrap());
+        assert!(tb.client_token_seen(&t, Mode::Destination));
+        assert!(connect_as(&tb, &t.destination_token, Mode::Destination, Some(ct), V3).is_ok());
+        let other = "ffffffffffffffffffffffffffffffff";
+        assert!(matches!(
+            connect_as(
+                &tb,
+                &t.destination_token,
+                Mode::Destination,
+                Some(other),
+                V3
+            ),
+            Err(ConnectError::Rejected { status: 400, .. })
+        ));
+        assert_eq!(tb.connection_count(&t, Mode::Destination), 2);
+    });
+}
+
+#[test]
+fn wrong_mode_unknown_token_and_reject_hook() {
+    watchdog(LIMIT, || {
+        let tb = Testbed::start(&temp_dir("tb-reject")).unwrap();
+        let t = tb.open_tunnel(&["A"]);
+        assert!(matches!(
+            connect_as(&tb, &t.source_token, Mode::Destination, None, V3),
+            Err(ConnectError::Rejected { status: 400, .. })
+        ));
+        assert!(matches!(
+            connect_as(&tb, "no-such-token", Mode::Source, None, V3),
+            Err(ConnectError::Rejected { status: 401, .. })
+        ));
+        tb.reject_upgrades(Some(503));
+        assert!(matches!(
+            connect_as(&tb, &t.source_token, Mode::Source, None, V3),
+            Err(ConnectError::Status { status: 503, .. })
+        ));
+        tb.reject_upgrades(None);
+        assert!(connect_as(&tb, &t.source_token, Mode::Source, None, V3).is_ok());
+    });
+}
+
+#[test]
+fn relays_both_ways_and_resets_streams_when_a_peer_leaves() {
+    watchdog(LIMIT, || {
+        let tb = Testbed::start(&temp_dir("tb-relay")).unwrap();
+        let t = tb.open_tunnel(&["A"]);
+        let (mut src, mut dst) = pair(&tb, &t);
+        let mut start = TunnelMessage::new(Type::StreamStart);
+        start.stream_id = 7;
+        start.service_id = "A";
+        start.connection_id = 1;
+        src.send(&start);
+        assert_eq!(dst.next().0, Type::StreamStart);
+        let mut data = TunnelMessage::new(Type::Data);
+        data.stream_id = 7;
+        data.service_id = "A";
+        data.connection_id = 1;
+        data.payload = b"hello";
+        dst.send(&data);
+        let (kind, stream, _, payload) = src.next();
+        assert_eq!(
+            (kind, stream, payload.as_slice()),
+            (Type::Data, 7, &b"hello"[..])
+        );
+        let rec = tb.recorded(&t, Mode::Source);
+        assert_eq!(rec[0].kind, Type::StreamStart.raw());
+        assert_eq!(rec[0].connection_id, 1);
+        // The source drops: the destination is told the stream is gone.
+        assert!(tb.drop_peer(&t, Mode::Source, How::Abort));
+        let (kind, stream, service, _) = dst.next();
+        assert_eq!(
+            (kind, stream, service),
+            (Type::StreamReset, 7, vec!["A".to_string()])
+        );
+    });
+}
+
+#[test]
+fn pings_are_answered_with_the_same_payload() {
+    watchdog(LIMIT, || {
+        let tb = Testbed::start(&temp_dir("tb-ping")).unwrap();
+        let t = tb.open_tunnel(&["A"]);
+        let mut c = connect_as(&tb, &t.source_token, Mode::Source, None, V3).unwrap();
+        c.ws.send(Message::Ping(Bytes::from_static(b"1234567")))
+            .unwrap();
+        loop {
+            match c.ws.read().unwrap() {
+                Message::Pong(p) => {
+                    assert_eq!(&p[..], b"1234567");
+                    break;
+                }
+                Message::Binary(_) => {} // SERVICE_IDS
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+}
