@@ -10,7 +10,7 @@ use crate::config::{Config, Mode};
 use crate::local::{self, LocalThread, Shared};
 use crate::sys::{self, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use crate::token::{self, ClientTokenSource};
-use crate::tunnel::{self, connect, TunnelThread};
+use crate::tunnel::{self, connect, proxy, TunnelThread};
 use crate::Exit;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,6 +73,14 @@ pub fn run(mut config: Config) -> Exit {
         }
         (_, p) => p,
     };
+    let env = |k: &str| std::env::var(k).ok();
+    let web_proxy = match proxy::from_env(&config.endpoint.host, &env) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("{e}; fix or unset the proxy variable");
+            return Exit::Usage;
+        }
+    };
     let tls = match connect::tls_connector(config.capath.as_deref(), config.no_ssl_host_verify) {
         Ok(t) => t,
         Err(e) => {
@@ -84,7 +92,7 @@ pub fn run(mut config: Config) -> Exit {
         log::error!("cannot block signals: {e}");
         return Exit::Internal;
     }
-    match spawn_and_wait(config, tls, privileges) {
+    match spawn_and_wait(config, tls, privileges, web_proxy) {
         Ok(x) => x,
         Err(e) => {
             log::error!("{e}");
@@ -97,6 +105,7 @@ fn spawn_and_wait(
     config: Config,
     tls: native_tls::TlsConnector,
     privileges: Option<(u32, u32)>,
+    web_proxy: Option<proxy::WebProxy>,
 ) -> std::io::Result<Exit> {
     let s = &config.settings;
     let limits = local::Limits {
@@ -139,6 +148,7 @@ fn spawn_and_wait(
         shared,
         limits,
         privileges,
+        web_proxy,
     );
     let out = outcome.clone();
     std::thread::Builder::new()

@@ -41,7 +41,10 @@ pub fn make(dir: &Path) -> Result<Certs, String> {
 
 fn make_inner(dir: &Path) -> Result<Certs, Box<dyn std::error::Error>> {
     let ca_key = key()?;
-    let ca_name = name("localproxy-rs testbed CA")?;
+    // A subject of its own per CA: two testbed CAs in one trust store (a proxy's and the
+    // service's) must not be mistaken for each other.
+    let tag = &super::random_token()[..12];
+    let ca_name = name(&format!("localproxy-rs testbed CA {tag}"))?;
     let mut b = X509::builder()?;
     b.set_version(2)?;
     let serial = BigNum::from_u32(1)?.to_asn1_integer()?;

@@ -11,6 +11,7 @@
 //! be written.
 
 pub mod connect;
+pub mod proxy;
 
 use crate::config::{read_token_file, Config, Secret};
 use crate::local::{self, Command, Event, Shared};
@@ -77,6 +78,8 @@ pub struct TunnelThread {
     access_token: Secret,
     /// Source with --user: (uid, gid) to switch to once every listener is bound.
     privileges: Option<(u32, u32)>,
+    /// https_proxy / HTTPS_PROXY, unless NO_PROXY names the endpoint.
+    web_proxy: Option<proxy::WebProxy>,
     listening: Vec<usize>,
 }
 
@@ -89,6 +92,7 @@ impl TunnelThread {
         shared: Arc<Shared>,
         limits: local::Limits,
         privileges: Option<(u32, u32)>,
+        web_proxy: Option<proxy::WebProxy>,
     ) -> TunnelThread {
         let s = &cfg.settings;
         let session = Session::new(
@@ -117,6 +121,7 @@ impl TunnelThread {
             outs: Vec::new(),
             access_token: cfg.access_token.clone(),
             privileges,
+            web_proxy,
             listening: Vec::new(),
             cfg,
         }
@@ -132,7 +137,13 @@ impl TunnelThread {
         loop {
             self.phase = Phase::Connecting;
             self.shared.tunnel_ready.store(false, Ordering::SeqCst);
-            log::info!("connecting to {endpoint} as {}", self.cfg.mode.as_str());
+            match &self.web_proxy {
+                Some(p) => log::info!(
+                    "connecting to {endpoint} as {} through the proxy {p}",
+                    self.cfg.mode.as_str()
+                ),
+                None => log::info!("connecting to {endpoint} as {}", self.cfg.mode.as_str()),
+            }
             self.refresh_token();
             let s = &self.cfg.settings;
             let target = connect::Target {
@@ -144,6 +155,7 @@ impl TunnelThread {
                 subprotocol: &s.ws_subprotocol,
                 tls: &self.tls,
                 ws_config: connect::ws_config(s.ws_read_buffer_size, s.ws_write_buffer_size),
+                proxy: self.web_proxy.as_ref(),
             };
             match connect::connect(&target) {
                 Ok(opened) => {
@@ -340,7 +352,7 @@ impl TunnelThread {
             return e;
         }
         self.outs = outs;
-        let fd = ws.get_ref().get_ref().as_raw_fd();
+        let fd = ws.get_ref().get_ref().tcp().as_raw_fd();
         let waker = self.rx.waker().clone();
         let period = Duration::from_millis(self.cfg.settings.ws_ping_period_ms.max(1));
         let mut next_ping = Instant::now();
