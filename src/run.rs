@@ -10,7 +10,7 @@ use crate::config::{Config, Mode};
 use crate::local::{self, LocalThread, Shared};
 use crate::sys::{self, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use crate::token::{self, ClientTokenSource};
-use crate::tunnel::{self, connect, proxy, TunnelThread};
+use crate::tunnel::{self, connect, proxy, Prepared, TunnelThread};
 use crate::Exit;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -92,7 +92,12 @@ pub fn run(mut config: Config) -> Exit {
         log::error!("cannot block signals: {e}");
         return Exit::Internal;
     }
-    match spawn_and_wait(config, tls, privileges, web_proxy) {
+    let prepared = Prepared {
+        tls,
+        privileges,
+        web_proxy,
+    };
+    match spawn_and_wait(config, prepared) {
         Ok(x) => x,
         Err(e) => {
             log::error!("{e}");
@@ -101,12 +106,7 @@ pub fn run(mut config: Config) -> Exit {
     }
 }
 
-fn spawn_and_wait(
-    config: Config,
-    tls: native_tls::TlsConnector,
-    privileges: Option<(u32, u32)>,
-    web_proxy: Option<proxy::WebProxy>,
-) -> std::io::Result<Exit> {
+fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
     let s = &config.settings;
     let limits = local::Limits {
         read_chunk: s.max_payload_size,
@@ -142,13 +142,11 @@ fn spawn_and_wait(
 
     let tunnel_thread = TunnelThread::new(
         Arc::new(config),
-        tls,
+        prepared,
         tunnel_rx,
         local_tx.clone(),
         shared,
         limits,
-        privileges,
-        web_proxy,
     );
     let out = outcome.clone();
     std::thread::Builder::new()

@@ -83,17 +83,28 @@ pub struct TunnelThread {
     listening: Vec<usize>,
 }
 
+/// What `run` prepared before the threads start: things that can fail as usage errors.
+pub struct Prepared {
+    pub tls: TlsConnector,
+    /// Source with --user: (uid, gid) to switch to once every listener is bound.
+    pub privileges: Option<(u32, u32)>,
+    pub web_proxy: Option<proxy::WebProxy>,
+}
+
 impl TunnelThread {
     pub fn new(
         cfg: Arc<Config>,
-        tls: TlsConnector,
+        prepared: Prepared,
         rx: sys::Receiver<Input>,
         local: sys::Sender<Command>,
         shared: Arc<Shared>,
         limits: local::Limits,
-        privileges: Option<(u32, u32)>,
-        web_proxy: Option<proxy::WebProxy>,
     ) -> TunnelThread {
+        let Prepared {
+            tls,
+            privileges,
+            web_proxy,
+        } = prepared;
         let s = &cfg.settings;
         let session = Session::new(
             cfg.mode,
