@@ -116,6 +116,14 @@ fn twenty_drops_in_the_middle_of_an_echo_each_end_the_connection_and_reconnect()
         }
         assert!(p.tb.client_token_seen(&p.t, Mode::Destination));
         assert_eq!(p.tb.connection_count(&p.t, Mode::Destination), 21);
+        let times = reconnect_times_ms(&p.dst.log());
+        assert_eq!(times.len(), 20, "{times:?}");
+        let mut sorted = times.clone();
+        sorted.sort_unstable();
+        eprintln!(
+            "reconnect after a drop (tunnel lost -> tunnel ready), ms: min {} median {} max {}",
+            sorted[0], sorted[10], sorted[19]
+        );
         // Stream ids kept growing across the reconnects.
         let starts: Vec<i32> =
             p.tb.recorded(&p.t, Mode::Source)
@@ -124,6 +132,48 @@ fn twenty_drops_in_the_middle_of_an_echo_each_end_the_connection_and_reconnect()
                 .map(|m| m.stream_id)
                 .collect();
         assert!(starts.windows(2).all(|w| w[1] > w[0]), "{starts:?}");
+    });
+}
+
+/// Milliseconds from each "tunnel lost" line to the next "tunnel ready" line.
+fn reconnect_times_ms(log: &[String]) -> Vec<u64> {
+    // Lines start with 2026-11-24T10:54:05.123Z; the time of day is enough here.
+    let ms = |l: &str| -> Option<u64> {
+        let t = l.get(11..23)?;
+        let (h, rest) = t.split_once(':')?;
+        let (m, s) = rest.split_once(':')?;
+        let secs: f64 = s.parse().ok()?;
+        Some(
+            (h.parse::<u64>().ok()? * 3600 + m.parse::<u64>().ok()? * 60) * 1000
+                + (secs * 1000.0) as u64,
+        )
+    };
+    let mut out = Vec::new();
+    let mut lost = None;
+    for l in log {
+        if l.contains("tunnel lost") {
+            lost = ms(l);
+        } else if l.contains("tunnel ready") {
+            if let (Some(a), Some(b)) = (lost.take(), ms(l)) {
+                out.push(b.saturating_sub(a));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn require_non_root_refuses_root_without_user() {
+    if !localproxy::sys::is_root() {
+        eprintln!("skipped: --require-non-root only matters when the tests run as root");
+        return;
+    }
+    watchdog(LIMIT, || {
+        let args = ["-e", "127.0.0.1:9", "-s", "5555", "--require-non-root"];
+        let mut p = Proxy::start(&args, "token-for-the-root-check");
+        assert_eq!(p.exit_code(), 2);
+        let log = p.log().join("\n");
+        assert!(log.contains("refusing to run as root"), "{log}");
     });
 }
 
