@@ -30,42 +30,14 @@ struct Setup {
 }
 
 fn setup(tag: &str, extra: &[(&str, &str)]) -> Setup {
-    let dir = temp_dir(tag);
-    let tb = Testbed::start(&dir).unwrap();
-    let t = tb.open_tunnel(&["A"]);
-    let settings = fast_settings(&dir, extra);
+    let r = Rig::new(tag, &["A"], extra);
     let echo = echo_server();
     let port = free_port();
-    let args = |more: &[String]| -> Vec<String> {
-        let mut v = vec![
-            "-e".to_string(),
-            tb.endpoint(),
-            "-c".into(),
-            tb.ca_dir().display().to_string(),
-            "--settings-json".into(),
-            settings.display().to_string(),
-            "-v".into(),
-            "5".into(),
-        ];
-        v.extend_from_slice(more);
-        v
-    };
-    let d = args(&["-d".into(), format!("A={}", echo.port)]);
-    let d: Vec<&str> = d.iter().map(String::as_str).collect();
-    let dst = Proxy::start(&d, &t.destination_token);
-    dst.wait_line("tunnel ready");
-    let s = args(&[
-        "-s".into(),
-        format!("A={port}"),
-        "-b".into(),
-        "127.0.0.1".into(),
-    ]);
-    let s: Vec<&str> = s.iter().map(String::as_str).collect();
-    let src = Proxy::start(&s, &t.source_token);
-    src.wait_line("listening on");
+    let dst = r.destination(&format!("A={}", echo.port), &["-v", "5"]);
+    let src = r.source(&format!("A={port}"), &["-v", "5"]);
     Setup {
-        tb,
-        t,
+        tb: r.tb,
+        t: r.t,
         port,
         src,
         dst,

@@ -9,10 +9,8 @@
 mod common;
 
 use common::*;
-use localproxy::testbed::{Testbed, Tunnel};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -83,54 +81,26 @@ fn peak_rss_kb(pid: u32) -> u64 {
         .unwrap()
 }
 
-struct Rig {
-    _tb: Testbed,
-    _t: Tunnel,
-    _dir: PathBuf,
+struct Loaded {
+    _rig: Rig,
     src: Proxy,
     dst: Proxy,
     port: u16,
 }
 
-fn rig(tag: &str, services: &[&str], dst_map: &str, src_map: &str) -> Rig {
-    let dir = temp_dir(tag);
-    let tb = Testbed::start(&dir).unwrap();
-    tb.set_recording(false);
-    let t = tb.open_tunnel(services);
-    let settings = fast_settings(&dir, &[]);
-    let common = vec![
-        "-e".to_string(),
-        tb.endpoint(),
-        "-c".into(),
-        tb.ca_dir().display().to_string(),
-        "--settings-json".into(),
-        settings.display().to_string(),
-    ];
-    let mut d = common.clone();
-    d.extend(["-d".to_string(), dst_map.to_string()]);
-    let d: Vec<&str> = d.iter().map(String::as_str).collect();
-    let dst = Proxy::start(&d, &t.destination_token);
-    dst.wait_line("tunnel ready");
+fn rig(tag: &str, services: &[&str], dst_map: &str, src_map: &str) -> Loaded {
+    let r = Rig::new(tag, services, &[]);
+    r.tb.set_recording(false);
+    let dst = r.destination(dst_map, &[]);
+    let src = r.source(src_map, &[]);
     let port = src_map
         .split(',')
         .next()
         .and_then(|m| m.rsplit('=').next())
         .and_then(|p| p.parse().ok())
         .unwrap();
-    let mut s = common;
-    s.extend([
-        "-s".to_string(),
-        src_map.to_string(),
-        "-b".into(),
-        "127.0.0.1".into(),
-    ]);
-    let s: Vec<&str> = s.iter().map(String::as_str).collect();
-    let src = Proxy::start(&s, &t.source_token);
-    src.wait_nth_line("listening on", services.len().max(1));
-    Rig {
-        _tb: tb,
-        _t: t,
-        _dir: dir,
+    Loaded {
+        _rig: r,
         src,
         dst,
         port,
@@ -231,32 +201,10 @@ fn sixty_four_simultaneous_connections_beside_an_idle_service() {
 fn max_active_connections_is_enforced_with_a_refusal() {
     watchdog(LIMIT, || {
         let echo = echo_server();
-        let dir = temp_dir("mem-max");
-        let tb = Testbed::start(&dir).unwrap();
-        let t = tb.open_tunnel(&["A"]);
-        let settings = fast_settings(&dir, &[("tcp.max_active_connections", "4")]);
+        let r = Rig::new("mem-max", &["A"], &[("tcp.max_active_connections", "4")]);
         let port = free_port();
-        let base = |m: [String; 2]| -> Vec<String> {
-            let mut v = vec![
-                "-e".to_string(),
-                tb.endpoint(),
-                "-c".into(),
-                tb.ca_dir().display().to_string(),
-                "--settings-json".into(),
-                settings.display().to_string(),
-            ];
-            v.extend(m);
-            v.extend(["-b".to_string(), "127.0.0.1".to_string()]);
-            v
-        };
-        let d = base(["-d".into(), format!("A={}", echo.port)]);
-        let d: Vec<&str> = d.iter().map(String::as_str).collect();
-        let dst = Proxy::start(&d, &t.destination_token);
-        dst.wait_line("tunnel ready");
-        let s = base(["-s".into(), format!("A={port}")]);
-        let s: Vec<&str> = s.iter().map(String::as_str).collect();
-        let src = Proxy::start(&s, &t.source_token);
-        src.wait_line("listening on");
+        let _dst = r.destination(&format!("A={}", echo.port), &[]);
+        let src = r.source(&format!("A={port}"), &[]);
         let open: Vec<TcpStream> = (0..4)
             .map(|i| echo_check(port, &pattern(1000, i)))
             .collect();

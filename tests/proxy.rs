@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use localproxy::sys::{Interest, PollSet};
-use localproxy::testbed::{certs, Testbed};
+use localproxy::testbed::certs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -207,61 +207,30 @@ fn write_client(c: &mut Client, b: &[u8]) -> std::io::Result<()> {
     }
 }
 
-struct Rig {
-    tb: Testbed,
-    dst_token: String,
-    src_token: String,
-    args: Vec<String>,
+struct Through {
+    r: Rig,
     _dst: Proxy,
     port: u16,
-    dir: std::path::PathBuf,
 }
 
-/// A testbed, a destination (direct) and the source's arguments.
-fn rig(tag: &str, extra: &[(&str, &str)]) -> Rig {
-    let dir = temp_dir(tag);
-    let tb = Testbed::start(&dir).unwrap();
-    let t = tb.open_tunnel(&["A"]);
-    let settings = fast_settings(&dir, extra);
+/// A testbed, a destination (direct) and a port for the source.
+fn rig(tag: &str, extra: &[(&str, &str)]) -> Through {
+    let r = Rig::new(tag, &["A"], extra);
     let echo = echo_server();
-    let base = vec![
-        "-e".to_string(),
-        tb.endpoint(),
-        "-c".into(),
-        tb.ca_dir().display().to_string(),
-        "--settings-json".into(),
-        settings.display().to_string(),
-    ];
-    let mut d = base.clone();
-    d.extend(["-d".to_string(), format!("A={}", echo.port)]);
-    let d: Vec<&str> = d.iter().map(String::as_str).collect();
-    let dst = Proxy::start(&d, &t.destination_token);
-    dst.wait_line("tunnel ready");
-    let port = free_port();
-    let mut args = base;
-    args.extend([
-        "-s".to_string(),
-        format!("A={port}"),
-        "-b".into(),
-        "127.0.0.1".into(),
-    ]);
-    Rig {
-        tb,
-        dst_token: t.destination_token,
-        src_token: t.source_token,
-        args,
+    let dst = r.destination(&format!("A={}", echo.port), &[]);
+    Through {
+        r,
         _dst: dst,
-        port,
-        dir,
+        port: free_port(),
     }
 }
 
-impl Rig {
+impl Through {
+    /// The source, through whatever proxy `env` names (not waited for).
     fn source(&self, env: &[(&str, &str)]) -> Proxy {
-        let a: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let mut e = vec![("AWSIOT_TUNNEL_ACCESS_TOKEN", self.src_token.as_str())];
-        e.extend_from_slice(env);
-        Proxy::start_env(&a, &e)
+        let m = format!("A={}", self.port);
+        self.r
+            .start(&["-s", &m, "-b", "127.0.0.1"], &self.r.t.source_token, env)
     }
 }
 
@@ -279,7 +248,7 @@ fn http_proxy_without_and_with_credentials() {
         src.wait_line(&format!("through the proxy {url}"));
         src.wait_line("listening on");
         echo_check(r.port, &pattern(200_000, 1));
-        let want = format!("localhost:{}", r.tb.port());
+        let want = format!("localhost:{}", r.r.tb.port());
         assert_eq!(*open.connects.lock().unwrap(), vec![want.clone()]);
         drop(src);
 
@@ -290,7 +259,7 @@ fn http_proxy_without_and_with_credentials() {
             tls: None,
         });
         let url = format!("http://us%65r:p%40ss+w@127.0.0.1:{}", authed.port);
-        r.tb.single_use_tokens(false);
+        r.r.tb.single_use_tokens(false);
         let src = r.source(&[("HTTPS_PROXY", &url)]);
         src.wait_line("listening on");
         echo_check(r.port, &pattern(200_000, 2));
@@ -305,7 +274,6 @@ fn http_proxy_without_and_with_credentials() {
             log.contains(&format!("http://***@127.0.0.1:{}", authed.port)),
             "{log}"
         );
-        let _ = r.dst_token;
     });
 }
 
@@ -332,9 +300,9 @@ fn https_proxy_runs_tls_inside_tls() {
     watchdog(LIMIT, || {
         let r = rig("proxy-tls", &[]);
         // The proxy's certificate comes from another CA, added to the -c directory.
-        let pdir = r.dir.join("proxy-certs");
+        let pdir = r.r.dir.join("proxy-certs");
         let pc = certs::make(&pdir).unwrap();
-        std::fs::copy(&pc.ca_pem, r.tb.ca_dir().join("proxy-ca.pem")).unwrap();
+        std::fs::copy(&pc.ca_pem, r.r.tb.ca_dir().join("proxy-ca.pem")).unwrap();
         let acc = native_tls::TlsAcceptor::new(pc.identity).unwrap();
         let p = web_proxy(Rules {
             auth: None,

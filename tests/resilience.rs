@@ -48,28 +48,17 @@ struct Pair {
 }
 
 fn pair(tag: &str, extra_settings: &[(&str, &str)]) -> Pair {
-    let dir = temp_dir(tag);
-    let tb = Testbed::start(&dir).unwrap();
-    let t = tb.open_tunnel(&["A"]);
-    let settings = fast_settings(&dir, extra_settings);
+    let r = Rig::new(tag, &["A"], extra_settings);
     let echo = echo_server();
     let port = free_port();
-    let dst = start(
-        &with(
-            base_args(&tb, &settings),
-            &["-d", &format!("A={}", echo.port)],
-        ),
-        &[("AWSIOT_TUNNEL_ACCESS_TOKEN", &t.destination_token)],
-    );
-    dst.wait_line("tunnel ready");
-    let src = start(
-        &with(
-            base_args(&tb, &settings),
-            &["-s", &format!("A={port}"), "-b", "127.0.0.1"],
-        ),
-        &[("AWSIOT_TUNNEL_ACCESS_TOKEN", &t.source_token)],
-    );
-    src.wait_line("listening on");
+    let dst = r.destination(&format!("A={}", echo.port), &["-v", "5"]);
+    let src = r.source(&format!("A={port}"), &["-v", "5"]);
+    let Rig {
+        tb,
+        t,
+        dir,
+        settings,
+    } = r;
     Pair {
         tb,
         t,
