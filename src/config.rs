@@ -620,6 +620,19 @@ impl Resolved {
         self.vals.iter().find(|v| v.spec.id == id)
     }
 
+    /// A flag's value: absent is false; from a file or the environment, true/false.
+    fn flag(&self, id: OptId) -> Result<bool, ConfigError> {
+        match self.get(id) {
+            Some(k) => parse_bool(&k.text).ok_or_else(|| {
+                k.error(problem(
+                    format!("'{}' is not true or false", shown(&k.text)),
+                    "give true or false",
+                ))
+            }),
+            None => Ok(false),
+        }
+    }
+
     /// Whether `-s` or `-d` gives the mapping (else `--config-dir` is consulted).
     pub fn has_mapping(&self) -> bool {
         self.get(OptId::SourceListenPort).is_some() || self.get(OptId::DestinationApp).is_some()
@@ -696,15 +709,7 @@ impl Resolved {
             }
             None => None,
         };
-        let require_non_root = match self.get(OptId::RequireNonRoot) {
-            Some(k) => parse_bool(&k.text).ok_or_else(|| {
-                k.error(problem(
-                    format!("'{}' is not true or false", shown(&k.text)),
-                    "give true or false",
-                ))
-            })?,
-            None => false,
-        };
+        let require_non_root = self.flag(OptId::RequireNonRoot)?;
 
         let client_token = match self.get(OptId::ClientToken) {
             Some(v) => {
@@ -819,15 +824,7 @@ impl Resolved {
             }
             None => None,
         };
-        let no_ssl_host_verify = match self.get(OptId::NoSslHostVerify) {
-            Some(k) => parse_bool(&k.text).ok_or_else(|| {
-                k.error(problem(
-                    format!("'{}' is not true or false", shown(&k.text)),
-                    "give true or false",
-                ))
-            })?,
-            None => false,
-        };
+        let no_ssl_host_verify = self.flag(OptId::NoSslHostVerify)?;
         if no_ssl_host_verify {
             warnings.push(
                 "certificate verification is off (--no-ssl-host-verify): anyone on the network \
