@@ -71,6 +71,9 @@ impl io::Write for Stream {
 
 pub type Ws = WebSocket<TlsStream<Stream>>;
 
+/// Largest chunk tungstenite reads at once: one TLS record.
+pub const READ_CHUNK: usize = 16 * 1024;
+
 /// Everything needed for one connect attempt.
 pub struct Target<'a> {
     pub host: &'a str,
@@ -239,7 +242,9 @@ fn tcp_connect(addrs: &[SocketAddr]) -> Result<TcpStream, ConnectError> {
 /// The WebSocket limits the protocol needs: frames and messages of at most 131076 bytes.
 pub fn ws_config(read_buffer: usize, write_buffer: usize) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
-    c.read_buffer_size = read_buffer.clamp(4096, MAX_WS_FRAME);
+    // tungstenite zero-fills this chunk on every read call; one TLS record (16 KiB) is
+    // the most a read returns anyway, so a larger chunk only costs memset.
+    c.read_buffer_size = read_buffer.clamp(4096, READ_CHUNK);
     c.write_buffer_size = write_buffer.clamp(4096, MAX_WS_FRAME);
     // Room for the buffer plus two of the largest messages: the tunnel thread stops
     // queueing once a flush would block, so this bound is never reached in practice.

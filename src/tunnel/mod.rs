@@ -370,6 +370,9 @@ impl TunnelThread {
         let mut last_heard = Instant::now();
         let mut inbuf: Vec<u8> = Vec::new();
         let mut write_blocked = false;
+        // Whether a read may find something: after poll says readable, and until a read
+        // ends in WouldBlock (TLS can hold decrypted data the socket no longer shows).
+        let mut maybe_readable = true;
         let mut set = PollSet::new();
         loop {
             // Local events, unless the WebSocket cannot take more.
@@ -391,7 +394,10 @@ impl TunnelThread {
 
             // Tunnel messages, unless local sockets have too much queued.
             let mut can_read = self.may_read();
-            while can_read {
+            // Read only when the socket said so or the last read may have left data in
+            // TLS: an idle read still costs a system call and a buffer fill.
+            let mut reading = can_read && maybe_readable;
+            while reading {
                 match ws.read() {
                     Ok(Message::Binary(b)) => {
                         last_heard = Instant::now();
@@ -399,6 +405,7 @@ impl TunnelThread {
                             return end;
                         }
                         can_read = self.may_read();
+                        reading = can_read;
                     }
                     Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => last_heard = Instant::now(),
                     Ok(Message::Text(_)) => {
@@ -421,7 +428,8 @@ impl TunnelThread {
                     Err(tungstenite::Error::Io(e))
                         if e.kind() == std::io::ErrorKind::WouldBlock =>
                     {
-                        break
+                        maybe_readable = false;
+                        break;
                     }
                     Err(tungstenite::Error::ConnectionClosed)
                     | Err(tungstenite::Error::AlreadyClosed) => {
@@ -479,6 +487,8 @@ impl TunnelThread {
             if set.ready(0).any() {
                 waker.disarm();
             }
+            let r = set.ready(1);
+            maybe_readable |= r.read || r.hangup;
         }
     }
 
