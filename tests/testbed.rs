@@ -43,7 +43,7 @@ fn connect_as(
         proxy: None,
     };
     let Opened { ws, version, .. } = connect::connect(&target)?;
-    let tcp = ws.get_ref().get_ref().tcp();
+    let tcp = ws.get_ref().tcp();
     tcp.set_nonblocking(false).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     Ok(Client {

@@ -344,9 +344,16 @@ fn tls_floor() -> Option<f64> {
 }
 
 /// Instructions per MiB of each proxy on a `mib` MiB upload, under callgrind.
-fn instructions(bin: &Path, dir: &Path, mib: u64) -> Result<(f64, f64), String> {
+fn instructions(
+    bin: &Path,
+    dir: &Path,
+    keep: Option<&Path>,
+    mib: u64,
+) -> Result<(f64, f64), String> {
     let (tport, done) = target(Kind::Upload, mib << 20).map_err(|e| e.to_string())?;
-    let out = dir.join("callgrind");
+    let out = keep
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.join("callgrind"));
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let wrap = vec![
         "valgrind".to_string(),
@@ -399,8 +406,15 @@ pub fn run(args: Vec<String>) -> i32 {
         }
     };
     let json = value("--json").map(PathBuf::from);
-    let count_instructions = args.iter().any(|a| a == "--instructions");
-    match bench(mib, runs, json.as_deref(), count_instructions) {
+    let callgrind_dir = value("--callgrind-dir").map(PathBuf::from);
+    let count_instructions = args.iter().any(|a| a == "--instructions") || callgrind_dir.is_some();
+    match bench(
+        mib,
+        runs,
+        json.as_deref(),
+        count_instructions,
+        callgrind_dir.as_deref(),
+    ) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("testbed bench: {e}");
@@ -414,6 +428,7 @@ fn bench(
     runs: usize,
     json: Option<&Path>,
     count_instructions: bool,
+    callgrind_dir: Option<&Path>,
 ) -> Result<(), String> {
     let bin = proxy_binary()?;
     let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
@@ -445,7 +460,7 @@ fn bench(
     let floor = tls_floor();
     let insn = if count_instructions {
         eprintln!("instructions (callgrind, 32 MiB upload) ...");
-        Some(instructions(&bin, &dir.join("insn"), 32)?)
+        Some(instructions(&bin, &dir.join("insn"), callgrind_dir, 32)?)
     } else {
         None
     };

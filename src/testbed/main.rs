@@ -26,12 +26,14 @@ Usage:
       proxy, push N MiB (default 64) through, and print throughput, round trip and time
       to the first echoed byte.
   testbed bench [--mib N] [--runs N] [--json FILE] [--instructions]
+                [--callgrind-dir DIR]
       Measure the proxy on loopback with fresh processes per phase: MiB/s for
       upload, download and echo (N MiB, default 256; best and median of --runs,
       default 3) against direct TCP, CPU seconds per GiB of each proxy and of the
       testbed, idle and peak RSS, 64-byte round trips, time to the first echoed
       byte, the binary's size, the TLS cipher's own cost (openssl speed), and
-      with --instructions instructions per MiB under valgrind's callgrind.
+      with --instructions instructions per MiB under valgrind's callgrind
+      (--callgrind-dir keeps the callgrind files there, for callgrind_annotate).
       Figures only; --json writes them to FILE too.
   testbed --help
 ";

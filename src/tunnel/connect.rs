@@ -69,7 +69,45 @@ impl io::Write for Stream {
     }
 }
 
-pub type Ws = WebSocket<TlsStream<Stream>>;
+/// The TLS stream the WebSocket runs on. OpenSSL writes one record (16 KiB) per call
+/// in partial-write mode, and tungstenite moves the rest of its output buffer to the
+/// front after every call; writing until the socket is full before returning makes
+/// that one move per flush instead of one per record.
+pub struct Tls(TlsStream<Stream>);
+
+impl Tls {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        self.0.get_ref().tcp()
+    }
+}
+
+impl io::Read for Tls {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl io::Write for Tls {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.0.write(&buf[done..]) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                // What was written counts; the error comes back on the next call.
+                Err(_) if done > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+pub type Ws = WebSocket<Tls>;
 
 /// Largest chunk tungstenite reads at once: one TLS record.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -336,17 +374,17 @@ pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
     h.insert("Sec-WebSocket-Protocol", value(t.subprotocol)?);
     h.insert("User-Agent", value(&user_agent())?);
 
-    let (ws, response) = match tungstenite::client::client_with_config(req, tls, Some(t.ws_config))
-    {
-        Ok(x) => x,
-        Err(HandshakeError::Interrupted(_)) => {
-            return Err(ConnectError::Handshake(format!(
-                "no answer within {} s",
-                HANDSHAKE_TIMEOUT.as_secs()
-            )))
-        }
-        Err(HandshakeError::Failure(e)) => return Err(handshake_error(e)),
-    };
+    let (ws, response) =
+        match tungstenite::client::client_with_config(req, Tls(tls), Some(t.ws_config)) {
+            Ok(x) => x,
+            Err(HandshakeError::Interrupted(_)) => {
+                return Err(ConnectError::Handshake(format!(
+                    "no answer within {} s",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                )))
+            }
+            Err(HandshakeError::Failure(e)) => return Err(handshake_error(e)),
+        };
     let version = response
         .headers()
         .get("sec-websocket-protocol")
@@ -361,7 +399,7 @@ pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
 
-    let tcp = ws.get_ref().get_ref().tcp();
+    let tcp = ws.get_ref().tcp();
     let nb = tcp
         .set_read_timeout(None)
         .and_then(|_| tcp.set_write_timeout(None))

@@ -363,7 +363,7 @@ impl TunnelThread {
             return e;
         }
         self.outs = outs;
-        let fd = ws.get_ref().get_ref().tcp().as_raw_fd();
+        let fd = ws.get_ref().tcp().as_raw_fd();
         let waker = self.rx.waker().clone();
         let period = Duration::from_millis(self.cfg.settings.ws_ping_period_ms.max(1));
         let mut next_ping = Instant::now();
