@@ -16,7 +16,7 @@ use crate::session::{LocalId, ACCEPTED_ID_BASE};
 use crate::sys::{self, Interest, PollSet, Recv, Waker};
 use crate::tunnel::Input as TunnelInput;
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -139,12 +139,6 @@ impl Sock {
             Sock::Unix(s) => s.as_raw_fd(),
         }
     }
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => s.read(buf),
-            Sock::Unix(s) => s.read(buf),
-        }
-    }
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Sock::Tcp(s) => s.write(buf),
@@ -219,7 +213,6 @@ pub struct LocalThread {
     listeners: Vec<Listener>,
     conns: HashMap<LocalId, Conn>,
     next_accept_id: LocalId,
-    scratch: Vec<u8>,
     stopping: Option<Instant>,
 }
 
@@ -233,7 +226,6 @@ impl LocalThread {
         shared: Arc<Shared>,
     ) -> LocalThread {
         let tunnel_waker = events.waker().clone();
-        let scratch = vec![0; limits.read_chunk.max(1)];
         LocalThread {
             limits,
             rx,
@@ -244,7 +236,6 @@ impl LocalThread {
             listeners: Vec::new(),
             conns: HashMap::new(),
             next_accept_id: ACCEPTED_ID_BASE + 1,
-            scratch,
             stopping: None,
         }
     }
@@ -770,7 +761,10 @@ impl LocalThread {
                 return;
             }
             let Some(sock) = c.sock.as_mut() else { return };
-            match sock.read(&mut self.scratch) {
+            // Read straight behind the header room: the buffer goes to the tunnel as is.
+            let mut buf = Vec::with_capacity(DATA_HEADROOM + self.limits.read_chunk);
+            buf.resize(DATA_HEADROOM, 0);
+            match sys::read_into(sock.fd(), &mut buf, self.limits.read_chunk) {
                 Ok(0) => {
                     log::debug!("connection {local}: the local peer closed it");
                     c.closing = true;
@@ -782,15 +776,17 @@ impl LocalThread {
                 }
                 Ok(n) => {
                     c.bytes_in += n as u64;
-                    let mut buf = Vec::with_capacity(DATA_HEADROOM + n);
-                    buf.resize(DATA_HEADROOM, 0);
-                    buf.extend_from_slice(&self.scratch[..n]);
+                    if n < self.limits.read_chunk / 4 {
+                        // The queue towards the tunnel is bounded in payload bytes: do
+                        // not let small reads hold large buffers.
+                        buf.shrink_to_fit();
+                    }
                     self.shared.to_tunnel.fetch_add(n, Ordering::SeqCst);
                     self.shared
                         .bytes_from_local
                         .fetch_add(n as u64, Ordering::Relaxed);
                     self.emit(Event::Data { local, buf });
-                    if n < self.scratch.len() {
+                    if n < self.limits.read_chunk {
                         // The socket had no more for now: skip the WouldBlock read.
                         return;
                     }

@@ -385,6 +385,25 @@ pub fn send_signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads at most `max` bytes from `fd` into the spare capacity of `buf` and extends its
+/// length by what was read: a read with no zero-filling and no copy afterwards.
+pub fn read_into(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = max.min(spare.len());
+    // SAFETY: `spare` is memory owned by `buf` with room for `want` bytes; read(2) writes
+    // at most `want` bytes there and nothing reads that memory before `set_len` below
+    // covers exactly the bytes the kernel wrote.
+    let r = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let r = r as usize;
+    // SAFETY: the kernel initialised `r <= want` bytes right after the old length.
+    unsafe { buf.set_len(buf.len() + r) };
+    Ok(r)
+}
+
 /// Whether the process runs as root (effective uid 0).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no arguments and cannot fail.
