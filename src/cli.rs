@@ -460,8 +460,8 @@ pub fn help_text() -> String {
         "\nOther environment variables:\n\
          \x20 RUST_LOG                   log filter, overrides -v (e.g. debug, localproxy=trace)\n\
          \x20 LOCALPROXY_LOG_TIMESTAMPS  0 drops the timestamp from log lines (syslog adds one)\n\
-         \x20 https_proxy, HTTPS_PROXY  web proxy for the WebSocket: http[s]://[user:pass@]host[:port]\n\
-         \x20 no_proxy, NO_PROXY        hosts and domains reached without the web proxy\n\
+         \x20 https_proxy, HTTPS_PROXY   web proxy for the WebSocket: http[s]://[user:pass@]host[:port]\n\
+         \x20 no_proxy, NO_PROXY         hosts and domains reached without the web proxy\n\
          \nSignals: SIGTERM/SIGINT close the tunnel and exit 0; SIGUSR1 logs one status line.\n\
          \nExit codes:\n\
          \x20 0  tunnel closed by the service, SIGTERM/SIGINT, --help, --version, --check ok\n\
