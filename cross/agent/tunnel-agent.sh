@@ -46,7 +46,6 @@ STOP_TIMEOUT=10
 
 exec 4>&2 # the agent's own stderr, for log lines from inside redirected groups
 
-if [ "$LOG" = auto ] || [ -z "$LOG" ]; then LOG=auto; fi
 log() {
     if [ "$LOG" = syslog ]; then
         logger -t tunnel-agent -p daemon.notice "$*" 2>/dev/null || echo "tunnel-agent: $*" >&4
