@@ -65,7 +65,8 @@ die() {
 . "$CONF"
 
 if [ "$LOG" = auto ]; then
-    if command -v logger >/dev/null 2>&1; then LOG=syslog; else LOG=stderr; fi
+    # logger without a syslog daemon (/dev/log) would swallow every line.
+    if command -v logger >/dev/null 2>&1 && [ -S /dev/log ]; then LOG=syslog; else LOG=stderr; fi
 fi
 [ -n "$THING_NAME" ] || die "THING_NAME is not set in $CONF"
 [ -n "$MQTT_HOST" ] || die "MQTT_HOST is not set in $CONF (aws iot describe-endpoint --endpoint-type iot:Data-ATS)"
