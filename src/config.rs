@@ -130,6 +130,14 @@ pub struct Config {
     pub verbosity: u8,
     pub client_type: ClientType,
     pub settings: Settings,
+    /// `--access-token-file`: re-read at every connection attempt.
+    pub access_token_file: Option<PathBuf>,
+    /// `--client-token-file`: where the client token is kept across restarts.
+    pub client_token_file: Option<PathBuf>,
+    /// `--user NAME[:GROUP]`: drop privileges once listeners are bound.
+    pub user: Option<String>,
+    /// `--require-non-root`.
+    pub require_non_root: bool,
 }
 
 impl Config {
@@ -153,6 +161,10 @@ impl Config {
             verbosity: 4,
             client_type: ClientType::V3,
             settings: Settings::default(),
+            access_token_file: None,
+            client_token_file: None,
+            user: None,
+            require_non_root: false,
         }
     }
 }
@@ -202,6 +214,18 @@ impl Config {
             "client-token",
             &self.client_token.as_ref().map_or("(none)".into(), masked),
         );
+        if let Some(p) = &self.access_token_file {
+            line("access-token-file", &p.display().to_string());
+        }
+        if let Some(p) = &self.client_token_file {
+            line("client-token-file", &p.display().to_string());
+        }
+        if let Some(u) = &self.user {
+            line("user", u);
+        }
+        if self.require_non_root {
+            line("require-non-root", "true");
+        }
         line(
             "proxy-endpoint",
             &format!("{}:{}", self.endpoint.host, self.endpoint.port),
@@ -602,6 +626,19 @@ impl Resolved {
         self.vals.iter().find(|v| v.spec.id == id)
     }
 
+    /// A flag's value: absent is false; from a file or the environment, true/false.
+    fn flag(&self, id: OptId) -> Result<bool, ConfigError> {
+        match self.get(id) {
+            Some(k) => parse_bool(&k.text).ok_or_else(|| {
+                k.error(problem(
+                    format!("'{}' is not true or false", shown(&k.text)),
+                    "give true or false",
+                ))
+            }),
+            None => Ok(false),
+        }
+    }
+
     /// Whether `-s` or `-d` gives the mapping (else `--config-dir` is consulted).
     /// Puts `v` in place of the option's value (`--notification` uses it).
     pub fn set(&mut self, v: Value) {
@@ -628,9 +665,63 @@ impl Resolved {
                 "set AWSIOT_TUNNEL_ACCESS_TOKEN (safest), put access-token in a --config file, or give -t",
             )
         };
-        let token = self.get(OptId::AccessToken).ok_or_else(missing_token)?;
-        check_access_token(&token.text).map_err(|p| token.error(p))?;
-        let access_token = Secret::new(token.text.clone());
+        let access_token_file = match self.get(OptId::AccessTokenFile) {
+            Some(f) => {
+                check_path(&f.text).map_err(|p| f.error(p))?;
+                Some((PathBuf::from(&f.text), f.subject()))
+            }
+            None => None,
+        };
+        let access_token = match (self.get(OptId::AccessToken), &access_token_file) {
+            (Some(t), Some((_, subject))) => {
+                return Err(ConfigError::new(
+                    format!("{} and {subject}", t.subject()),
+                    "both are given",
+                    "give the access token in one place: the file, or the option/environment",
+                ))
+            }
+            (Some(token), None) => {
+                check_access_token(&token.text).map_err(|p| token.error(p))?;
+                Secret::new(token.text.clone())
+            }
+            (None, Some((path, subject))) => {
+                let text = read_token_file(path).map_err(|e| {
+                    ConfigError::new(subject.clone(), e, "write the access token into the file")
+                })?;
+                check_access_token(&text)
+                    .map_err(|p| ConfigError::new(subject.clone(), p.0, p.1))?;
+                Secret::new(text)
+            }
+            (None, None) => return Err(missing_token()),
+        };
+        let client_token_file = match self.get(OptId::ClientTokenFile) {
+            Some(f) => {
+                check_path(&f.text).map_err(|p| f.error(p))?;
+                Some(PathBuf::from(&f.text))
+            }
+            None => None,
+        };
+        let user = match self.get(OptId::User) {
+            Some(u) => {
+                let ok = !u.text.is_empty()
+                    && u.text.len() <= 64
+                    && u.text.split(':').count() <= 2
+                    && u.text.split(':').all(|p| {
+                        !p.is_empty()
+                            && p.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    });
+                if !ok {
+                    return Err(u.error(problem(
+                        format!("'{}' is not NAME or NAME:GROUP", shown(&u.text)),
+                        "give a user name, optionally with a group: --user nobody:nogroup",
+                    )));
+                }
+                Some(u.text.clone())
+            }
+            None => None,
+        };
+        let require_non_root = self.flag(OptId::RequireNonRoot)?;
 
         let client_token = match self.get(OptId::ClientToken) {
             Some(v) => {
@@ -745,15 +836,7 @@ impl Resolved {
             }
             None => None,
         };
-        let no_ssl_host_verify = match self.get(OptId::NoSslHostVerify) {
-            Some(k) => parse_bool(&k.text).ok_or_else(|| {
-                k.error(problem(
-                    format!("'{}' is not true or false", shown(&k.text)),
-                    "give true or false",
-                ))
-            })?,
-            None => false,
-        };
+        let no_ssl_host_verify = self.flag(OptId::NoSslHostVerify)?;
         if no_ssl_host_verify {
             warnings.push(
                 "certificate verification is off (--no-ssl-host-verify): anyone on the network \
@@ -803,6 +886,10 @@ impl Resolved {
             verbosity,
             client_type,
             settings,
+            access_token_file: access_token_file.map(|(p, _)| p),
+            client_token_file,
+            user,
+            require_non_root,
         };
         Ok((config, warnings))
     }
@@ -822,6 +909,21 @@ pub struct Loaded {
 fn readable_by_others(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
+}
+
+/// Reads a token file: the first line, whitespace trimmed. Errors are one phrase.
+pub fn read_token_file(path: &Path) -> Result<String, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() || meta.len() > 64 * 1024 {
+        return Err(format!(
+            "{} is not a regular file of at most 64 KiB",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
 /// Reads a small text file for an option; errors name the option.

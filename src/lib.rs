@@ -25,6 +25,7 @@ pub mod session;
 pub mod settings;
 pub mod sys;
 pub mod testbed;
+pub mod token;
 pub mod tunnel;
 
 /// Process exit codes, decided in `main` alone. Documented in README and `--help`.

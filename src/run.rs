@@ -6,10 +6,11 @@
 //! the close frame and flush local sockets; then the process exits regardless (a thread
 //! may still be inside a connect attempt, which has its own timeouts).
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::local::{self, LocalThread, Shared};
 use crate::sys::{self, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
-use crate::tunnel::{self, connect, TunnelThread};
+use crate::token::{self, ClientTokenSource};
+use crate::tunnel::{self, connect, proxy, Prepared, TunnelThread};
 use crate::Exit;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +21,66 @@ pub const STOP_TIMEOUT: Duration = Duration::from_millis(1800);
 const SIGNALS: [i32; 5] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2];
 
 /// Runs the proxy until the tunnel ends or a signal stops it.
-pub fn run(config: Config) -> Exit {
+pub fn run(mut config: Config) -> Exit {
+    if config.require_non_root && config.user.is_none() && sys::is_root() {
+        log::error!(
+            "refusing to run as root (--require-non-root); give --user NAME[:GROUP] or start it as another user"
+        );
+        return Exit::Usage;
+    }
+    let privileges = match &config.user {
+        Some(spec) => match sys::lookup_user(spec) {
+            Ok(ids) => Some(ids),
+            Err(e) => {
+                log::error!("--user: {e}; give an existing user (and group)");
+                return Exit::Usage;
+            }
+        },
+        None => None,
+    };
+    match token::client_token(
+        config.client_token.as_ref(),
+        config.client_token_file.as_deref(),
+    ) {
+        Ok((t, source)) => {
+            match source {
+                ClientTokenSource::Generated => log::info!(
+                    "no client token given: using a random one for this process so reconnects can reuse the access token"
+                ),
+                ClientTokenSource::Stored => log::info!("client token made and stored in --client-token-file"),
+                ClientTokenSource::File => log::info!("client token read from --client-token-file"),
+                ClientTokenSource::Given => {}
+            }
+            config.client_token = Some(t);
+        }
+        Err(e) => {
+            log::error!("{e}");
+            return Exit::Usage;
+        }
+    }
+    // A destination binds nothing: drop privileges now. A source drops them once its
+    // listeners are bound (the tunnel thread does it).
+    let privileges = match (config.mode, privileges) {
+        (Mode::Destination, Some((uid, gid))) => {
+            if let Err(e) = sys::drop_privileges(uid, gid) {
+                log::error!(
+                    "cannot switch to --user {}: {e}",
+                    config.user.as_deref().unwrap_or("")
+                );
+                return Exit::Internal;
+            }
+            None
+        }
+        (_, p) => p,
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let web_proxy = match proxy::from_env(&config.endpoint.host, &env) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("{e}; fix or unset the proxy variable");
+            return Exit::Usage;
+        }
+    };
     let tls = match connect::tls_connector(config.capath.as_deref(), config.no_ssl_host_verify) {
         Ok(t) => t,
         Err(e) => {
@@ -32,7 +92,12 @@ pub fn run(config: Config) -> Exit {
         log::error!("cannot block signals: {e}");
         return Exit::Internal;
     }
-    match spawn_and_wait(config, tls) {
+    let prepared = Prepared {
+        tls,
+        privileges,
+        web_proxy,
+    };
+    match spawn_and_wait(config, prepared) {
         Ok(x) => x,
         Err(e) => {
             log::error!("{e}");
@@ -41,7 +106,7 @@ pub fn run(config: Config) -> Exit {
     }
 }
 
-fn spawn_and_wait(config: Config, tls: native_tls::TlsConnector) -> std::io::Result<Exit> {
+fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
     let s = &config.settings;
     let limits = local::Limits {
         read_chunk: s.max_payload_size,
@@ -77,7 +142,7 @@ fn spawn_and_wait(config: Config, tls: native_tls::TlsConnector) -> std::io::Res
 
     let tunnel_thread = TunnelThread::new(
         Arc::new(config),
-        tls,
+        prepared,
         tunnel_rx,
         local_tx.clone(),
         shared,

@@ -371,7 +371,6 @@ impl Session {
                 return;
             }
             self.ready = true;
-            log::info!("tunnel ready; services: {}", describe_ids(&announced));
             return;
         }
         match self.build_services(&announced) {
@@ -379,7 +378,6 @@ impl Session {
                 self.services = services;
                 self.established = true;
                 self.ready = true;
-                log::info!("tunnel ready; services: {}", describe_ids(&announced));
                 if self.mode == Mode::Source {
                     for (i, s) in self.services.iter().enumerate() {
                         out.push(Output::Listen {
@@ -879,8 +877,9 @@ fn describe_id(id: &str) -> &str {
     }
 }
 
-fn describe_ids(ids: &[String]) -> String {
-    if ids.is_empty() {
+/// The announced services for a log line.
+pub fn describe_ids(ids: &[String]) -> String {
+    if ids.iter().all(|i| i.is_empty()) {
         "(none: single unnamed service)".into()
     } else {
         ids.join(", ")

@@ -10,91 +10,20 @@ mod common;
 use common::*;
 use localproxy::protocol::Type;
 use localproxy::sys::SIGTERM;
-use localproxy::testbed::{Mode, Testbed, Tunnel};
+use localproxy::testbed::Mode;
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-struct Setup {
-    tb: Testbed,
-    tunnel: Tunnel,
-    dir: std::path::PathBuf,
-    settings: std::path::PathBuf,
-}
-
-fn setup(tag: &str, services: &[&str], extra: &[(&str, &str)]) -> Setup {
-    let dir = temp_dir(tag);
-    let tb = Testbed::start(&dir).expect("start the testbed");
-    let tunnel = tb.open_tunnel(services);
-    let settings = fast_settings(&dir, extra);
-    Setup {
-        tb,
-        tunnel,
-        dir,
-        settings,
-    }
-}
-
-impl Setup {
-    fn common_args(&self) -> Vec<String> {
-        vec![
-            "-e".into(),
-            self.tb.endpoint(),
-            "-c".into(),
-            path(&self.tb.ca_dir()),
-            "--settings-json".into(),
-            path(&self.settings),
-            "-v".into(),
-            "5".into(),
-        ]
-    }
-
-    fn destination(&self, mapping: &str, extra: &[&str]) -> Proxy {
-        let mut args = self.common_args();
-        args.extend(["-d".to_string(), mapping.to_string()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let p = Proxy::start(&args, &self.tunnel.destination_token);
-        p.wait_line("tunnel ready");
-        p
-    }
-
-    fn source(&self, mapping: &str, extra: &[&str]) -> Proxy {
-        let mut args = self.common_args();
-        args.extend([
-            "-s".to_string(),
-            mapping.to_string(),
-            "-b".into(),
-            "127.0.0.1".into(),
-        ]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let p = Proxy::start(&args, &self.tunnel.source_token);
-        p.wait_line("tunnel ready");
-        p
-    }
-}
-
-fn path(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
-}
-
-/// Waits until the source logged `n` listeners.
-fn listening(p: &Proxy, n: usize) {
-    p.wait_nth_line("listening on", n);
-}
-
 #[test]
 fn v3_two_services_three_simultaneous_connections_each() {
     watchdog(LIMIT, || {
-        let s = setup("v3", &["A", "B"], &[]);
+        let s = Rig::new("v3", &["A", "B"], &[]);
         let (ea, eb) = (echo_server(), echo_server());
         let (pa, pb) = (free_port(), free_port());
         let _dst = s.destination(&format!("A={},B={}", ea.port, eb.port), &[]);
-        let src = s.source(&format!("A={pa},B={pb}"), &[]);
-        listening(&src, 2);
+        let _src = s.source(&format!("A={pa},B={pb}"), &[]);
         // Open all six connections first so they are simultaneous, then echo on each
         // in parallel.
         let conns: Vec<(TcpStream, u64)> = (0..6u64)
@@ -116,7 +45,7 @@ fn v3_two_services_three_simultaneous_connections_each() {
         let conns: Vec<TcpStream> = workers.into_iter().map(|w| w.join().unwrap()).collect();
         assert_eq!(ea.accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
         assert_eq!(eb.accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
-        let rec = s.tb.recorded(&s.tunnel, Mode::Source);
+        let rec = s.tb.recorded(&s.t, Mode::Source);
         for svc in ["A", "B"] {
             let starts: Vec<(i32, u32)> = rec
                 .iter()
@@ -143,12 +72,11 @@ fn v3_two_services_three_simultaneous_connections_each() {
 /// One connection per service at a time: a second is refused, the first is unharmed,
 /// and the next one after it closes is served.
 fn one_at_a_time(tag: &str, services: &[&str], dest_map: &str, flag: &str) {
-    let s = setup(tag, services, &[]);
+    let s = Rig::new(tag, services, &[]);
     let echo = echo_server();
     let port = free_port();
     let _dst = s.destination(&dest_map.replace("PORT", &echo.port.to_string()), &[]);
     let src = s.source(&port.to_string(), &["-y", flag]);
-    listening(&src, 1);
     let first = echo_check(port, &pattern(100_000, 1));
     let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
     assert!(
@@ -161,7 +89,7 @@ fn one_at_a_time(tag: &str, services: &[&str], dest_map: &str, flag: &str) {
     // The next connection is served by the same listener once the first is gone.
     src.wait_line("closed after");
     echo_check(port, &pattern(300_000, 3));
-    let rec = s.tb.recorded(&s.tunnel, Mode::Source);
+    let rec = s.tb.recorded(&s.t, Mode::Source);
     let starts: Vec<_> = rec
         .iter()
         .filter(|m| m.kind == Type::StreamStart.raw())
@@ -191,14 +119,13 @@ fn v1_one_connection_at_a_time_on_a_tunnel_without_services() {
 #[test]
 fn v1_style_source_against_our_destination_on_a_one_service_tunnel() {
     watchdog(LIMIT, || {
-        let s = setup("v1dst", &["SSH"], &[]);
+        let s = Rig::new("v1dst", &["SSH"], &[]);
         let echo = echo_server();
         let port = free_port();
         let _dst = s.destination(&format!("SSH={}", echo.port), &[]);
-        let src = s.source(&port.to_string(), &["-y", "V1"]);
-        listening(&src, 1);
+        let _src = s.source(&port.to_string(), &["-y", "V1"]);
         echo_check(port, &pattern(500_000, 9));
-        let rec = s.tb.recorded(&s.tunnel, Mode::Destination);
+        let rec = s.tb.recorded(&s.t, Mode::Destination);
         assert!(
             rec.iter()
                 .filter(|m| m.kind == Type::Data.raw())
@@ -211,13 +138,12 @@ fn v1_style_source_against_our_destination_on_a_one_service_tunnel() {
 #[test]
 fn recut_frames_and_fragmented_messages_keep_data_intact() {
     watchdog(LIMIT, || {
-        let s = setup("recut", &["A"], &[]);
+        let s = Rig::new("recut", &["A"], &[]);
         s.tb.set_recut(Some((1, 5000)));
         let echo = echo_server();
         let port = free_port();
         let _dst = s.destination(&format!("A={}", echo.port), &[]);
-        let src = s.source(&format!("A={port}"), &[]);
-        listening(&src, 1);
+        let _src = s.source(&format!("A={port}"), &[]);
         echo_check(port, &pattern(1 << 20, 4));
         s.tb.set_recut(None);
         s.tb.set_fragment(Some(4096));
@@ -228,13 +154,12 @@ fn recut_frames_and_fragmented_messages_keep_data_intact() {
 #[test]
 fn destination_target_down_closes_only_that_connection() {
     watchdog(LIMIT, || {
-        let s = setup("down", &["A", "B"], &[]);
+        let s = Rig::new("down", &["A", "B"], &[]);
         let echo = echo_server();
         let dead = free_port();
         let (pa, pb) = (free_port(), free_port());
         let dst = s.destination(&format!("A={dead},B={}", echo.port), &[]);
-        let src = s.source(&format!("A={pa},B={pb}"), &[]);
-        listening(&src, 2);
+        let _src = s.source(&format!("A={pa},B={pb}"), &[]);
         let healthy = echo_check(pb, &pattern(50_000, 1));
         let mut doomed = TcpStream::connect(("127.0.0.1", pa)).unwrap();
         assert!(closed_by_peer(&mut doomed), "the client was left hanging");
@@ -246,14 +171,13 @@ fn destination_target_down_closes_only_that_connection() {
 #[test]
 fn service_closing_the_tunnel_ends_both_proxies_with_exit_0() {
     watchdog(LIMIT, || {
-        let s = setup("close", &["A"], &[]);
+        let s = Rig::new("close", &["A"], &[]);
         let echo = echo_server();
         let port = free_port();
         let mut dst = s.destination(&format!("A={}", echo.port), &[]);
         let mut src = s.source(&format!("A={port}"), &[]);
-        listening(&src, 1);
         let mut c = echo_check(port, &pattern(10_000, 1));
-        s.tb.close_tunnel(&s.tunnel);
+        s.tb.close_tunnel(&s.t);
         assert!(closed_by_peer(&mut c), "the local connection stayed open");
         assert_eq!(src.exit_code(), 0);
         assert_eq!(dst.exit_code(), 0);
@@ -263,12 +187,10 @@ fn service_closing_the_tunnel_ends_both_proxies_with_exit_0() {
 #[test]
 fn rejected_token_exits_3_with_one_line() {
     watchdog(LIMIT, || {
-        let s = setup("reject", &["A"], &[]);
+        let s = Rig::new("reject", &["A"], &[]);
         s.tb.reject_upgrades(Some(401));
-        let mut args = s.common_args();
-        args.extend(["-s".into(), free_port().to_string()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut p = Proxy::start(&args, &s.tunnel.source_token);
+        let port = free_port().to_string();
+        let mut p = s.start(&["-s", &port], &s.t.source_token, &[]);
         assert_eq!(p.exit_code(), 3);
         let errors: Vec<String> = p
             .log()
@@ -278,25 +200,24 @@ fn rejected_token_exits_3_with_one_line() {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("refused the access token"), "{errors:?}");
         assert!(errors[0].contains("401"), "{errors:?}");
-        assert!(!p.log().join("\n").contains(&s.tunnel.source_token));
+        assert!(!p.log().join("\n").contains(&s.t.source_token));
     });
 }
 
 #[test]
 fn sigterm_sends_a_close_frame_and_exits_0() {
     watchdog(LIMIT, || {
-        let s = setup("term", &["A"], &[]);
+        let s = Rig::new("term", &["A"], &[]);
         let echo = echo_server();
         let port = free_port();
         let _dst = s.destination(&format!("A={}", echo.port), &[]);
         let mut src = s.source(&format!("A={port}"), &[]);
-        listening(&src, 1);
         let mut c = echo_check(port, &pattern(10_000, 1));
         src.signal(SIGTERM);
         assert_eq!(src.exit_code(), 0);
         assert!(closed_by_peer(&mut c));
         assert!(
-            s.tb.wait_close_frame(&s.tunnel, Mode::Source, WAIT),
+            s.tb.wait_close_frame(&s.t, Mode::Source, WAIT),
             "the testbed saw no close frame from the source"
         );
         let _ = std::fs::remove_dir_all(&s.dir);

@@ -40,11 +40,10 @@ fn connect_as(
         subprotocol,
         tls: &tls,
         ws_config: connect::ws_config(65536, 65536),
+        proxy: None,
     };
-    let Opened {
-        mut ws, version, ..
-    } = connect::connect(&target)?;
-    let tcp = ws.get_mut().get_mut();
+    let Opened { ws, version, .. } = connect::connect(&target)?;
+    let tcp = ws.get_ref().get_ref().tcp();
     tcp.set_nonblocking(false).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     Ok(Client {

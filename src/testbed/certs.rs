@@ -36,12 +36,24 @@ fn name(cn: &str) -> Result<X509Name, openssl::error::ErrorStack> {
 
 /// Makes a CA and a server certificate and writes the CA into `dir`.
 pub fn make(dir: &Path) -> Result<Certs, String> {
-    make_inner(dir).map_err(|e| format!("cannot make the testbed certificates: {e}"))
+    make_for(dir, &[])
 }
 
-fn make_inner(dir: &Path) -> Result<Certs, Box<dyn std::error::Error>> {
+/// Like [`make`], with more IP addresses in the server certificate (a testbed listening
+/// on a network namespace's address).
+pub fn make_for(dir: &Path, extra_ips: &[std::net::IpAddr]) -> Result<Certs, String> {
+    make_inner(dir, extra_ips).map_err(|e| format!("cannot make the testbed certificates: {e}"))
+}
+
+fn make_inner(
+    dir: &Path,
+    extra_ips: &[std::net::IpAddr],
+) -> Result<Certs, Box<dyn std::error::Error>> {
     let ca_key = key()?;
-    let ca_name = name("localproxy-rs testbed CA")?;
+    // A subject of its own per CA: two testbed CAs in one trust store (a proxy's and the
+    // service's) must not be mistaken for each other.
+    let tag = &super::random_token()[..12];
+    let ca_name = name(&format!("localproxy-rs testbed CA {tag}"))?;
     let mut b = X509::builder()?;
     b.set_version(2)?;
     let serial = BigNum::from_u32(1)?.to_asn1_integer()?;
@@ -84,11 +96,12 @@ fn make_inner(dir: &Path) -> Result<Certs, Box<dyn std::error::Error>> {
             .build()?,
     )?;
     b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
-    let san = SubjectAlternativeName::new()
-        .dns("localhost")
-        .ip("127.0.0.1")
-        .ip("::1")
-        .build(&b.x509v3_context(Some(&ca), None))?;
+    let mut san = SubjectAlternativeName::new();
+    san.dns("localhost").ip("127.0.0.1").ip("::1");
+    for ip in extra_ips {
+        san.ip(&ip.to_string());
+    }
+    let san = san.build(&b.x509v3_context(Some(&ca), None))?;
     b.append_extension(san)?;
     b.sign(&ca_key, MessageDigest::sha256())?;
     let leaf = b.build();

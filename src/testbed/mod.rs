@@ -13,6 +13,7 @@
 //! methods of [`Testbed`]; every wait takes a timeout. It is not a load balancer, has
 //! no REST API and keeps everything in memory.
 
+pub mod bench;
 pub mod certs;
 pub mod demo;
 mod peer;
@@ -153,7 +154,13 @@ impl Testbed {
 
     /// Starts on `addr` (e.g. `127.0.0.1:8443`).
     pub fn start_on(dir: &Path, addr: &str) -> Result<Testbed, String> {
-        let certs = certs::make(dir)?;
+        let extra: Vec<std::net::IpAddr> = addr
+            .parse::<SocketAddr>()
+            .map(|a| a.ip())
+            .into_iter()
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .collect();
+        let certs = certs::make_for(dir, &extra)?;
         let acceptor = TlsAcceptor::builder(certs.identity)
             .min_protocol_version(Some(native_tls::Protocol::Tlsv12))
             .build()
@@ -198,9 +205,13 @@ impl Testbed {
         })
     }
 
-    /// `localhost:PORT`, for `-e`.
+    /// `localhost:PORT` (or `ADDRESS:PORT` when listening elsewhere), for `-e`.
     pub fn endpoint(&self) -> String {
-        format!("localhost:{}", self.addr.port())
+        if self.addr.ip().is_loopback() {
+            format!("localhost:{}", self.addr.port())
+        } else {
+            self.addr.to_string()
+        }
     }
 
     pub fn port(&self) -> u16 {

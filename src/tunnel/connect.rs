@@ -6,6 +6,7 @@
 //! after a failure (retry, wait, give up) is the caller's business: [`ConnectError`]
 //! only says whether retrying can help. Tokens go on the wire and nowhere else.
 
+use super::proxy::{self, WebProxy};
 use crate::config::{Mode, Secret};
 use crate::protocol::{Version, MAX_WS_FRAME};
 use native_tls::{HandshakeError as TlsHandshakeError, TlsConnector, TlsStream};
@@ -28,7 +29,47 @@ pub const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 /// TLS handshake plus WebSocket upgrade, each read and write.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub type Ws = WebSocket<TlsStream<TcpStream>>;
+/// What TLS to the service runs over: TCP, or TLS to an https:// proxy.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP socket underneath, for poll and socket options.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+pub type Ws = WebSocket<TlsStream<Stream>>;
 
 /// Everything needed for one connect attempt.
 pub struct Target<'a> {
@@ -40,6 +81,8 @@ pub struct Target<'a> {
     pub subprotocol: &'a str,
     pub tls: &'a TlsConnector,
     pub ws_config: WebSocketConfig,
+    /// A web proxy to CONNECT through.
+    pub proxy: Option<&'a WebProxy>,
 }
 
 /// An open, upgraded WebSocket, switched to non-blocking mode.
@@ -55,6 +98,8 @@ pub enum ConnectError {
     Resolve(String),
     Tcp(String),
     Tls(String),
+    /// The web proxy failed or refused CONNECT.
+    Proxy(String),
     /// The service answered the upgrade with 4xx: bad, used or wrong-mode token.
     Rejected {
         status: u16,
@@ -81,6 +126,7 @@ impl fmt::Display for ConnectError {
             ConnectError::Resolve(e) => write!(f, "name lookup failed: {e}"),
             ConnectError::Tcp(e) => write!(f, "TCP connect failed: {e}"),
             ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            ConnectError::Proxy(e) => write!(f, "{e}"),
             ConnectError::Rejected { status, detail } => write!(
                 f,
                 "the service refused the access token (HTTP {status}{detail}); the token may be \
@@ -205,7 +251,11 @@ pub fn ws_config(read_buffer: usize, write_buffer: usize) -> WebSocketConfig {
 
 /// One connect attempt, blocking with the timeouts above.
 pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
-    let addrs = resolve(t.host, t.port)?;
+    let (dial_host, dial_port) = match t.proxy {
+        Some(p) => (p.host.as_str(), p.port),
+        None => (t.host, t.port),
+    };
+    let addrs = resolve(dial_host, dial_port)?;
     let tcp = tcp_connect(&addrs)?;
     let _ = tcp.set_nodelay(true);
     let timeouts = tcp
@@ -213,8 +263,30 @@ pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
         .and_then(|_| tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT)));
     timeouts.map_err(|e| ConnectError::Tcp(e.to_string()))?;
 
+    let inner = match t.proxy {
+        None => Stream::Plain(tcp),
+        Some(p) => {
+            let mut s = if p.tls {
+                match t.tls.connect(&p.host, tcp) {
+                    Ok(s) => Stream::Tls(Box::new(s)),
+                    Err(e) => {
+                        return Err(ConnectError::Proxy(format!(
+                            "TLS to the proxy {p} failed: {}",
+                            tls_error(e)
+                        )))
+                    }
+                }
+            } else {
+                Stream::Plain(tcp)
+            };
+            proxy::connect_through(&mut s, p, t.host, t.port, HANDSHAKE_TIMEOUT)
+                .map_err(ConnectError::Proxy)?;
+            s
+        }
+    };
+
     let sni = t.host.trim_start_matches('[').trim_end_matches(']');
-    let tls = match t.tls.connect(sni, tcp) {
+    let tls = match t.tls.connect(sni, inner) {
         Ok(s) => s,
         Err(TlsHandshakeError::Failure(e)) => return Err(ConnectError::Tls(e.to_string())),
         Err(TlsHandshakeError::WouldBlock(_)) => {
@@ -259,17 +331,17 @@ pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
     h.insert("Sec-WebSocket-Protocol", value(t.subprotocol)?);
     h.insert("User-Agent", value(&user_agent())?);
 
-    let (mut ws, response) =
-        match tungstenite::client::client_with_config(req, tls, Some(t.ws_config)) {
-            Ok(x) => x,
-            Err(HandshakeError::Interrupted(_)) => {
-                return Err(ConnectError::Handshake(format!(
-                    "no answer within {} s",
-                    HANDSHAKE_TIMEOUT.as_secs()
-                )))
-            }
-            Err(HandshakeError::Failure(e)) => return Err(handshake_error(e)),
-        };
+    let (ws, response) = match tungstenite::client::client_with_config(req, tls, Some(t.ws_config))
+    {
+        Ok(x) => x,
+        Err(HandshakeError::Interrupted(_)) => {
+            return Err(ConnectError::Handshake(format!(
+                "no answer within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            )))
+        }
+        Err(HandshakeError::Failure(e)) => return Err(handshake_error(e)),
+    };
     let version = response
         .headers()
         .get("sec-websocket-protocol")
@@ -284,7 +356,7 @@ pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
 
-    let tcp = ws.get_mut().get_mut();
+    let tcp = ws.get_ref().get_ref().tcp();
     let nb = tcp
         .set_read_timeout(None)
         .and_then(|_| tcp.set_write_timeout(None))
@@ -295,6 +367,15 @@ pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
         version,
         channel_id,
     })
+}
+
+fn tls_error<S>(e: TlsHandshakeError<S>) -> String {
+    match e {
+        TlsHandshakeError::Failure(e) => e.to_string(),
+        TlsHandshakeError::WouldBlock(_) => {
+            format!("no answer within {} s", HANDSHAKE_TIMEOUT.as_secs())
+        }
+    }
 }
 
 fn handshake_error(e: tungstenite::Error) -> ConnectError {

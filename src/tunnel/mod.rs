@@ -11,8 +11,9 @@
 //! be written.
 
 pub mod connect;
+pub mod proxy;
 
-use crate::config::Config;
+use crate::config::{read_token_file, Config, Secret};
 use crate::local::{self, Command, Event, Shared};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Message as TunnelMessage, DATA_HEADROOM};
@@ -73,17 +74,37 @@ pub struct TunnelThread {
     phase: Phase,
     reconnects: u64,
     outs: Vec<Output>,
+    /// The token for the next attempt (re-read from --access-token-file).
+    access_token: Secret,
+    /// Source with --user: (uid, gid) to switch to once every listener is bound.
+    privileges: Option<(u32, u32)>,
+    /// https_proxy / HTTPS_PROXY, unless NO_PROXY names the endpoint.
+    web_proxy: Option<proxy::WebProxy>,
+    listening: Vec<usize>,
+}
+
+/// What `run` prepared before the threads start: things that can fail as usage errors.
+pub struct Prepared {
+    pub tls: TlsConnector,
+    /// Source with --user: (uid, gid) to switch to once every listener is bound.
+    pub privileges: Option<(u32, u32)>,
+    pub web_proxy: Option<proxy::WebProxy>,
 }
 
 impl TunnelThread {
     pub fn new(
         cfg: Arc<Config>,
-        tls: TlsConnector,
+        prepared: Prepared,
         rx: sys::Receiver<Input>,
         local: sys::Sender<Command>,
         shared: Arc<Shared>,
         limits: local::Limits,
     ) -> TunnelThread {
+        let Prepared {
+            tls,
+            privileges,
+            web_proxy,
+        } = prepared;
         let s = &cfg.settings;
         let session = Session::new(
             cfg.mode,
@@ -109,6 +130,10 @@ impl TunnelThread {
             phase: Phase::Connecting,
             reconnects: 0,
             outs: Vec::new(),
+            access_token: cfg.access_token.clone(),
+            privileges,
+            web_proxy,
+            listening: Vec::new(),
             cfg,
         }
     }
@@ -123,17 +148,25 @@ impl TunnelThread {
         loop {
             self.phase = Phase::Connecting;
             self.shared.tunnel_ready.store(false, Ordering::SeqCst);
-            log::info!("connecting to {endpoint} as {}", self.cfg.mode.as_str());
+            match &self.web_proxy {
+                Some(p) => log::info!(
+                    "connecting to {endpoint} as {} through the proxy {p}",
+                    self.cfg.mode.as_str()
+                ),
+                None => log::info!("connecting to {endpoint} as {}", self.cfg.mode.as_str()),
+            }
+            self.refresh_token();
             let s = &self.cfg.settings;
             let target = connect::Target {
                 host: &self.cfg.endpoint.host,
                 port: self.cfg.endpoint.port,
                 mode: self.cfg.mode,
-                access_token: &self.cfg.access_token,
+                access_token: &self.access_token,
                 client_token: self.cfg.client_token.as_ref(),
                 subprotocol: &s.ws_subprotocol,
                 tls: &self.tls,
                 ws_config: connect::ws_config(s.ws_read_buffer_size, s.ws_write_buffer_size),
+                proxy: self.web_proxy.as_ref(),
             };
             match connect::connect(&target) {
                 Ok(opened) => {
@@ -158,8 +191,17 @@ impl TunnelThread {
                     }
                 }
                 Err(e) if !e.retryable() => {
-                    log::error!("{e}");
-                    return Exit::Rejected;
+                    let Some(path) = self.cfg.access_token_file.clone() else {
+                        log::error!("{e}");
+                        return Exit::Rejected;
+                    };
+                    log::warn!("{e}");
+                    log::warn!("waiting for a new access token in {}", path.display());
+                    if let Some(x) = self.wait_new_token(&path) {
+                        return x;
+                    }
+                    failures = 0;
+                    continue;
                 }
                 Err(e) => {
                     failures += 1;
@@ -177,6 +219,38 @@ impl TunnelThread {
             log::info!("next attempt in {:.1} s", delay.as_secs_f64());
             if let Some(end) = self.wait_offline(Instant::now() + delay) {
                 return end;
+            }
+        }
+    }
+
+    /// Re-reads --access-token-file; keeps the previous token if the file is unusable.
+    fn refresh_token(&mut self) {
+        let Some(path) = &self.cfg.access_token_file else {
+            return;
+        };
+        match read_token_file(path) {
+            Ok(t) if !t.is_empty() => self.access_token = Secret::new(t),
+            Ok(_) => log::warn!(
+                "{} is empty; using the previous access token",
+                path.display()
+            ),
+            Err(e) => log::warn!("{e}; using the previous access token"),
+        }
+    }
+
+    /// After a refusal: checks the token file every retry interval until it holds a
+    /// different token. Returns an exit code if the thread must stop meanwhile.
+    fn wait_new_token(&mut self, path: &std::path::Path) -> Option<Exit> {
+        let every = Duration::from_millis(self.cfg.settings.ws_retry_delay_ms.max(1));
+        loop {
+            if let Some(x) = self.wait_offline(Instant::now() + every) {
+                return Some(x);
+            }
+            if let Ok(t) = read_token_file(path) {
+                if !t.is_empty() && t != self.access_token.expose() {
+                    log::info!("new access token found in {}", path.display());
+                    return None;
+                }
             }
         }
     }
@@ -284,11 +358,12 @@ impl TunnelThread {
         outs.clear();
         self.session
             .handle(SessionInput::Opened(version), &mut outs);
+        self.publish_ready();
         if let Err(e) = self.apply(&mut outs, Some(ws), None) {
             return e;
         }
         self.outs = outs;
-        let fd = ws.get_ref().get_ref().as_raw_fd();
+        let fd = ws.get_ref().get_ref().tcp().as_raw_fd();
         let waker = self.rx.waker().clone();
         let period = Duration::from_millis(self.cfg.settings.ws_ping_period_ms.max(1));
         let mut next_ping = Instant::now();
@@ -312,9 +387,7 @@ impl TunnelThread {
                     Recv::Empty => break,
                 }
             }
-            let ready = self.session.is_ready();
-            *ever_ready |= ready;
-            self.shared.tunnel_ready.store(ready, Ordering::SeqCst);
+            *ever_ready |= self.publish_ready();
 
             // Tunnel messages, unless local sockets have too much queued.
             let mut can_read = self.may_read();
@@ -409,6 +482,22 @@ impl TunnelThread {
         }
     }
 
+    /// Tells the local thread whether new connections may be accepted, and logs the
+    /// moment the tunnel becomes ready (after the flag, so whoever reads the line can
+    /// connect at once). Returns the readiness.
+    fn publish_ready(&self) -> bool {
+        let ready = self.session.is_ready();
+        let was = self.shared.tunnel_ready.swap(ready, Ordering::SeqCst);
+        if ready && !was {
+            let ids: Vec<String> = self.session.service_ids().map(str::to_string).collect();
+            log::info!(
+                "tunnel ready; services: {}",
+                crate::session::describe_ids(&ids)
+            );
+        }
+        ready
+    }
+
     /// Whether the local side can take more data; marks the tunnel paused if not.
     fn may_read(&self) -> bool {
         let max = self.limits.to_local_max;
@@ -460,9 +549,7 @@ impl TunnelThread {
                     self.session.handle(SessionInput::Message(&m), &mut outs);
                     // Before any Listen goes out: the local thread refuses clients
                     // while the tunnel is not ready.
-                    self.shared
-                        .tunnel_ready
-                        .store(self.session.is_ready(), Ordering::SeqCst);
+                    self.publish_ready();
                     let r = self.apply(&mut outs, Some(ws), Some((&m, frame)));
                     self.outs = outs;
                     r?;
@@ -503,7 +590,23 @@ impl TunnelThread {
             Event::Connected { local } => SessionInput::Connected { local },
             Event::ConnectFailed { local } => SessionInput::ConnectFailed { local },
             Event::Closed { local } => SessionInput::LocalClosed { local },
-            Event::Listening { .. } => return Ok(false),
+            Event::Listening { service, .. } => {
+                if !self.listening.contains(&service) {
+                    self.listening.push(service);
+                }
+                let all = self.session.service_ids().count();
+                if let Some((uid, gid)) = self.privileges {
+                    if self.listening.len() >= all {
+                        self.privileges = None;
+                        if let Err(e) = crate::sys::drop_privileges(uid, gid) {
+                            log::error!("cannot switch to --user after binding the listeners: {e}");
+                            return Err(End::Fatal(Exit::Internal));
+                        }
+                        log::info!("listeners bound; now running as uid {uid}, gid {gid}");
+                    }
+                }
+                return Ok(false);
+            }
             Event::ListenFailed { error, .. } => {
                 log::error!("{error}");
                 return Err(End::Fatal(Exit::GaveUp));

@@ -366,3 +366,69 @@ pub fn closed_by_peer(s: &mut TcpStream) -> bool {
         }
     }
 }
+
+/// A testbed with one tunnel and fast settings, and how to start proxies against it.
+pub struct Rig {
+    pub tb: localproxy::testbed::Testbed,
+    pub t: localproxy::testbed::Tunnel,
+    pub dir: PathBuf,
+    pub settings: PathBuf,
+}
+
+impl Rig {
+    /// A testbed in a fresh directory, a tunnel with `services`, settings with short
+    /// retry delays plus `extra` (keys under tunneling.proxy).
+    pub fn new(tag: &str, services: &[&str], extra: &[(&str, &str)]) -> Rig {
+        let dir = temp_dir(tag);
+        let tb = localproxy::testbed::Testbed::start(&dir).expect("start the testbed");
+        let t = tb.open_tunnel(services);
+        let settings = fast_settings(&dir, extra);
+        Rig {
+            tb,
+            t,
+            dir,
+            settings,
+        }
+    }
+
+    /// `-e`, `-c`, `--settings-json`, then `more`.
+    pub fn args(&self, more: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            "-e".to_string(),
+            self.tb.endpoint(),
+            "-c".into(),
+            self.tb.ca_dir().display().to_string(),
+            "--settings-json".into(),
+            self.settings.display().to_string(),
+        ];
+        v.extend(more.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// Starts a proxy with `args(more)` and the given access token.
+    pub fn start(&self, more: &[&str], token: &str, env: &[(&str, &str)]) -> Proxy {
+        let args = self.args(more);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut e = vec![("AWSIOT_TUNNEL_ACCESS_TOKEN", token)];
+        e.extend_from_slice(env);
+        Proxy::start_env(&a, &e)
+    }
+
+    /// A destination for `mapping` (`-d`), once its tunnel is ready.
+    pub fn destination(&self, mapping: &str, more: &[&str]) -> Proxy {
+        let mut m = vec!["-d", mapping];
+        m.extend_from_slice(more);
+        let p = self.start(&m, &self.t.destination_token, &[]);
+        p.wait_line("tunnel ready");
+        p
+    }
+
+    /// A source for `mapping` (`-s`) on 127.0.0.1, once it listens on every service.
+    pub fn source(&self, mapping: &str, more: &[&str]) -> Proxy {
+        let mut m = vec!["-s", mapping, "-b", "127.0.0.1"];
+        m.extend_from_slice(more);
+        let p = self.start(&m, &self.t.source_token, &[]);
+        p.wait_nth_line("listening on", mapping.split(',').count());
+        p
+    }
+}
