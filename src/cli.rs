@@ -41,6 +41,7 @@ pub enum OptId {
     SettingsJson,
     ExportDefaultSettings,
     Check,
+    Notification,
 }
 
 /// One row of the option table: how the option is spelled, where else it may come from,
@@ -137,6 +138,8 @@ pub const OPTIONS: &[OptSpec] = &[
         "write the default settings as JSON to FILE and exit"),
     opt(OptId::Check, None, "check", None, None, false,
         "check the whole configuration, print it (tokens masked) and exit:\n0 if valid, 2 if not; nothing is sent over the network"),
+    opt(OptId::Notification, None, "notification", Some("FILE"), None, false,
+        "destination: take the access token, region and services from a tunnel\nnotification (the JSON published on $aws/things/THING/tunnels/notify);\n- reads it from stdin; -d maps its services; -e still overrides the region"),
 ];
 
 /// The row of an option.
@@ -184,6 +187,7 @@ pub struct Args {
     pub settings_json: Option<String>,
     pub export_default_settings: Option<PathBuf>,
     pub check: bool,
+    pub notification: Option<String>,
 }
 
 impl Args {
@@ -216,6 +220,7 @@ impl Args {
                 .as_deref()
                 .and_then(|p| p.to_str()),
             OptId::Check => flag(self.check),
+            OptId::Notification => self.notification.as_deref(),
         }
     }
 
@@ -253,6 +258,7 @@ impl Args {
                 put(&mut self.export_default_settings, PathBuf::from(v))
             }
             OptId::Check => flag(&mut self.check),
+            OptId::Notification => put(&mut self.notification, v),
         }
     }
 }

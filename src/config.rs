@@ -385,8 +385,13 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
     Cli,
-    File { path: String, line: usize },
+    File {
+        path: String,
+        line: usize,
+    },
     Env(&'static str),
+    /// From a `--notification` document (its label, e.g. `--notification /run/n.json`).
+    Notification(String),
 }
 
 /// One option's value after precedence.
@@ -412,6 +417,7 @@ impl Value {
             Origin::Cli => cli::label(self.spec),
             Origin::File { path, line } => format!("{path} line {line}: {}", self.spec.long),
             Origin::Env(name) => name.to_string(),
+            Origin::Notification(label) => label.clone(),
         }
     }
 
@@ -634,6 +640,12 @@ impl Resolved {
     }
 
     /// Whether `-s` or `-d` gives the mapping (else `--config-dir` is consulted).
+    /// Puts `v` in place of the option's value (`--notification` uses it).
+    pub fn set(&mut self, v: Value) {
+        self.vals.retain(|old| old.spec.id != v.spec.id);
+        self.vals.push(v);
+    }
+
     pub fn has_mapping(&self) -> bool {
         self.get(OptId::SourceListenPort).is_some() || self.get(OptId::DestinationApp).is_some()
     }
@@ -963,6 +975,20 @@ pub fn load(
         None => None,
     };
     let mut resolved = resolve(args, source, env)?;
+    let notification = match &args.notification {
+        Some(path) => {
+            let n = crate::notification::read(path)?;
+            crate::notification::apply(&mut resolved, &n, path)?;
+            if path != "-" && readable_by_others(Path::new(path)) {
+                resolved.warnings.push(format!(
+                    "{} holds the access token and other users can read it; chmod 600 it",
+                    shown(path)
+                ));
+            }
+            Some((n, path))
+        }
+        None => None,
+    };
     if let (Some(path), Some(t)) = (&args.config, resolved.get(OptId::AccessToken)) {
         if matches!(t.origin, Origin::File { .. }) && readable_by_others(path) {
             resolved.warnings.push(format!(
@@ -1023,7 +1049,10 @@ pub fn load(
             read_config_dir(&dir, &mut dir_mappings, warnings);
         }
     }
-    let (config, warnings) = resolved.into_config(settings, dir_mappings)?;
+    let (mut config, mut warnings) = resolved.into_config(settings, dir_mappings)?;
+    if let Some((n, path)) = notification {
+        crate::notification::finish(&mut config, &n, path, &mut warnings)?;
+    }
     Ok(Loaded { config, warnings })
 }
 
@@ -1079,7 +1108,7 @@ pub fn read_config_dir(dir: &Path, out: &mut Vec<(String, String)>, warnings: &m
 
 // ---- validation rules (protocol.md §2.3), each returning (problem, fix) ----
 
-fn check_access_token(t: &str) -> Result<(), Problem> {
+pub fn check_access_token(t: &str) -> Result<(), Problem> {
     if t.is_empty() {
         return Err(problem(
             "is empty",

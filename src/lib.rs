@@ -5,6 +5,7 @@
 //! - [`protocol`]: the wire format (message model, framing codec, limits).
 //! - [`session`]: the sans-I/O state machine that makes every protocol decision.
 //! - [`config`], [`settings`], [`cli`]: command line, config files, environment.
+//! - [`notification`]: `--notification`, a tunnel notification document as configuration.
 //! - [`logging`]: plain stderr log lines (level from `-v`, `RUST_LOG` overrides).
 //! - [`tunnel`]: the thread that owns the TLS WebSocket (connect, pings, reconnect).
 //! - [`local`]: the thread that owns every TCP socket.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod local;
 pub mod logging;
+pub mod notification;
 pub mod protocol;
 pub mod run;
 pub mod session;
