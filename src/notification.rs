@@ -55,7 +55,7 @@ pub fn label(path: &str) -> String {
 
 /// The deepest nesting of arrays and objects, counted outside strings; stops counting
 /// once past `limit`.
-fn depth(doc: &[u8], limit: usize) -> usize {
+pub(crate) fn depth(doc: &[u8], limit: usize) -> usize {
     let (mut level, mut deepest) = (0usize, 0usize);
     let (mut in_string, mut escaped) = (false, false);
     for &b in doc {

@@ -216,6 +216,15 @@ impl Settings {
     /// Reads a settings file over the defaults. Returns the settings and warnings (unknown
     /// keys); an error names the key, the problem and the fix.
     pub fn from_json(text: &str) -> Result<(Settings, Vec<String>), ConfigError> {
+        // The JSON parser recurses: refuse deep nesting before it can exhaust the stack.
+        const MAX_DEPTH: usize = 32;
+        if crate::notification::depth(text.as_bytes(), MAX_DEPTH) > MAX_DEPTH {
+            return Err(ConfigError::new(
+                "",
+                format!("arrays or objects are nested more than {MAX_DEPTH} deep"),
+                "start from the file --export-default-settings writes",
+            ));
+        }
         let root: JsonValue = text.parse().map_err(|e: tinyjson::JsonParseError| {
             ConfigError::new(
                 format!("line {} column {}", e.line(), e.column()),
@@ -578,6 +587,13 @@ fn nested_json(entries: &[(String, String)]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn deep_nesting_is_refused_without_a_crash() {
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        let e = super::Settings::from_json(&deep).unwrap_err().to_string();
+        assert!(e.contains("nested more than"), "{e}");
+    }
+
     use super::*;
 
     fn err(json: &str) -> String {

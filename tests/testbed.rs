@@ -115,6 +115,7 @@ fn service_ids_come_first_on_3_0_and_never_on_1_0() {
         assert_eq!(c.version, Version::V1);
         assert_eq!(tb.subprotocol(&t, Mode::Source).as_deref(), Some(V1));
         // The first message this peer sees is the one we inject, not SERVICE_IDS.
+        assert!(tb.wait_connected(&t, Mode::Source, WAIT));
         assert!(tb.inject_message(&t, Mode::Source, &TunnelMessage::new(Type::SessionReset)));
         assert_eq!(c.next().0, Type::SessionReset);
     });

@@ -42,7 +42,6 @@ struct Admitted {
     mode: Mode,
     subprotocol: String,
     version: Version,
-    client_token: bool,
 }
 
 fn reject(status: u16, body: &str) -> Box<ErrorResponse> {
@@ -129,12 +128,17 @@ fn admit(shared: &Shared, req: &Request) -> Result<Admitted, Box<ErrorResponse>>
         slot.used = true;
         slot.client_token = client_token.clone();
     }
+    // Recorded before the reply goes out, so a client that sees its handshake complete
+    // can rely on them.
+    slot.connections += 1;
+    slot.subprotocol = Some(subprotocol.clone());
+    slot.client_token_seen = client_token.is_some();
+    shared.cv.notify_all();
     Ok(Admitted {
         tunnel,
         mode,
         subprotocol,
         version,
-        client_token: client_token.is_some(),
     })
 }
 
@@ -200,9 +204,6 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<TlsAccept
                 "replaced by another connection".into(),
             ));
         }
-        slot.connections += 1;
-        slot.subprotocol = Some(a.subprotocol.clone());
-        slot.client_token_seen = a.client_token;
         shared.cv.notify_all();
         ts.services.clone()
     };
