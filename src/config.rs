@@ -639,13 +639,13 @@ impl Resolved {
         }
     }
 
-    /// Whether `-s` or `-d` gives the mapping (else `--config-dir` is consulted).
     /// Puts `v` in place of the option's value (`--notification` uses it).
     pub fn set(&mut self, v: Value) {
         self.vals.retain(|old| old.spec.id != v.spec.id);
         self.vals.push(v);
     }
 
+    /// Whether `-s` or `-d` gives the mapping (else `--config-dir` is consulted).
     pub fn has_mapping(&self) -> bool {
         self.get(OptId::SourceListenPort).is_some() || self.get(OptId::DestinationApp).is_some()
     }
