@@ -922,6 +922,18 @@ mod tests {
         )
     }
 
+    fn accept(s: &mut Session, local: LocalId, service: usize) -> Vec<Output> {
+        run(s, Input::Accepted { local, service })
+    }
+
+    fn listen_out(service: usize, id: &str, port: u16) -> Output {
+        Output::Listen {
+            service,
+            service_id: id.into(),
+            port,
+        }
+    }
+
     fn run(s: &mut Session, input: Input<'_, '_>) -> Vec<Output> {
         let mut out = Vec::new();
         s.handle(input, &mut out);
@@ -969,13 +981,7 @@ mod tests {
         let mut s = source(ClientType::V3, vec![listen("A", 5555)]);
         assert!(run(&mut s, Input::Opened(Version::V3)).is_empty());
         assert!(!s.is_ready());
-        let out = run(
-            &mut s,
-            Input::Accepted {
-                local: A1,
-                service: 0,
-            },
-        );
+        let out = accept(&mut s, A1, 0);
         assert_eq!(out, vec![Output::Refuse { local: A1 }]);
     }
 
@@ -985,47 +991,18 @@ mod tests {
         let out = open(&mut s, &["B", "A"]);
         assert_eq!(
             out,
-            vec![
-                Output::Listen {
-                    service: 0,
-                    service_id: "A".into(),
-                    port: 5555
-                },
-                Output::Listen {
-                    service: 1,
-                    service_id: "B".into(),
-                    port: 6666
-                },
-            ]
+            vec![listen_out(0, "A", 5555), listen_out(1, "B", 6666),]
         );
         assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A1,
-                    service: 0
-                }
-            ),
+            accept(&mut s, A1, 0),
             vec![send(Type::StreamStart, 1, "A", 1)]
         );
         assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A2,
-                    service: 0
-                }
-            ),
+            accept(&mut s, A2, 0),
             vec![send(Type::ConnectionStart, 1, "A", 2)]
         );
         assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A3,
-                    service: 1
-                }
-            ),
+            accept(&mut s, A3, 1),
             vec![send(Type::StreamStart, 2, "B", 1)]
         );
         assert_eq!(s.data_route(A2), Some((1, "A", 2)));
@@ -1063,38 +1040,17 @@ mod tests {
         let mut s = source(ClientType::V2, vec![listen("A", 5555)]);
         open(&mut s, &["A"]);
         assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A1,
-                    service: 0
-                }
-            ),
+            accept(&mut s, A1, 0),
             vec![send(Type::StreamStart, 1, "A", 0)]
         );
-        assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A2,
-                    service: 0
-                }
-            ),
-            vec![Output::Refuse { local: A2 }]
-        );
+        assert_eq!(accept(&mut s, A2, 0), vec![Output::Refuse { local: A2 }]);
         assert_eq!(s.data_route(A1), Some((1, "A", 0)));
         assert_eq!(
             run(&mut s, Input::LocalClosed { local: A1 }),
             vec![send(Type::StreamReset, 1, "A", 0)]
         );
         assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A3,
-                    service: 0
-                }
-            ),
+            accept(&mut s, A3, 0),
             vec![send(Type::StreamStart, 2, "A", 0)]
         );
     }
@@ -1102,22 +1058,9 @@ mod tests {
     #[test]
     fn source_v1_sends_no_service_or_connection_id() {
         let mut s = source(ClientType::V1, vec![listen("", 5555)]);
+        assert_eq!(open(&mut s, &[]), vec![listen_out(0, "", 5555)]);
         assert_eq!(
-            open(&mut s, &[]),
-            vec![Output::Listen {
-                service: 0,
-                service_id: "".into(),
-                port: 5555
-            }]
-        );
-        assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A1,
-                    service: 0
-                }
-            ),
+            accept(&mut s, A1, 0),
             vec![send(Type::StreamStart, 1, "", 0)]
         );
         let d = msg(Type::Data, 1, "", 0);
@@ -1126,37 +1069,15 @@ mod tests {
             vec![Output::Deliver { local: A1 }]
         );
         assert_eq!(s.data_route(A1), Some((1, "", 0)));
-        assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A2,
-                    service: 0
-                }
-            ),
-            vec![Output::Refuse { local: A2 }]
-        );
+        assert_eq!(accept(&mut s, A2, 0), vec![Output::Refuse { local: A2 }]);
     }
 
     #[test]
     fn source_v1_on_a_named_tunnel_ignores_service_ids() {
         let mut s = source(ClientType::V1, vec![listen("", 5555)]);
+        assert_eq!(open(&mut s, &["SSH"]), vec![listen_out(0, "SSH", 5555)]);
         assert_eq!(
-            open(&mut s, &["SSH"]),
-            vec![Output::Listen {
-                service: 0,
-                service_id: "SSH".into(),
-                port: 5555
-            }]
-        );
-        assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A1,
-                    service: 0
-                }
-            ),
+            accept(&mut s, A1, 0),
             vec![send(Type::StreamStart, 1, "", 0)]
         );
         let d = msg(Type::Data, 1, "SSH", 0);
@@ -1170,22 +1091,9 @@ mod tests {
     fn unnamed_mapping_adopts_the_single_announced_id() {
         let mut s = source(ClientType::V3, vec![listen("", 5555)]);
         let out = open(&mut s, &["SSH"]);
+        assert_eq!(out, vec![listen_out(0, "SSH", 5555)]);
         assert_eq!(
-            out,
-            vec![Output::Listen {
-                service: 0,
-                service_id: "SSH".into(),
-                port: 5555
-            }]
-        );
-        assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A1,
-                    service: 0
-                }
-            ),
+            accept(&mut s, A1, 0),
             vec![send(Type::StreamStart, 1, "SSH", 1)]
         );
     }
@@ -1210,13 +1118,7 @@ mod tests {
     fn repeated_service_ids_mid_session_are_ignored() {
         let mut s = source(ClientType::V3, vec![listen("A", 1)]);
         open(&mut s, &["A"]);
-        run(
-            &mut s,
-            Input::Accepted {
-                local: A1,
-                service: 0,
-            },
-        );
+        accept(&mut s, A1, 0);
         assert!(run(&mut s, Input::Message(&ids(&["X", "Y"]))).is_empty());
         assert_eq!(s.data_route(A1), Some((1, "A", 1)));
     }
@@ -1225,20 +1127,8 @@ mod tests {
     fn reconnect_closes_everything_keeps_listeners_and_stream_ids_grow() {
         let mut s = source(ClientType::V3, vec![listen("A", 1)]);
         open(&mut s, &["A"]);
-        run(
-            &mut s,
-            Input::Accepted {
-                local: A1,
-                service: 0,
-            },
-        );
-        run(
-            &mut s,
-            Input::Accepted {
-                local: A2,
-                service: 0,
-            },
-        );
+        accept(&mut s, A1, 0);
+        accept(&mut s, A2, 0);
         assert_eq!(
             run(&mut s, Input::Lost),
             vec![Output::Close { local: A1 }, Output::Close { local: A2 }]
@@ -1248,13 +1138,7 @@ mod tests {
         // Second session: no second Listen, the next stream id is 2.
         assert!(open(&mut s, &["A"]).is_empty());
         assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A3,
-                    service: 0
-                }
-            ),
+            accept(&mut s, A3, 0),
             vec![send(Type::StreamStart, 2, "A", 1)]
         );
         // A reconnect to a tunnel with other services is fatal.
@@ -1276,30 +1160,9 @@ mod tests {
             2,
         );
         open(&mut s, &["A"]);
-        run(
-            &mut s,
-            Input::Accepted {
-                local: A1,
-                service: 0,
-            },
-        );
-        run(
-            &mut s,
-            Input::Accepted {
-                local: A2,
-                service: 0,
-            },
-        );
-        assert_eq!(
-            run(
-                &mut s,
-                Input::Accepted {
-                    local: A3,
-                    service: 0
-                }
-            ),
-            vec![Output::Refuse { local: A3 }]
-        );
+        accept(&mut s, A1, 0);
+        accept(&mut s, A2, 0);
+        assert_eq!(accept(&mut s, A3, 0), vec![Output::Refuse { local: A3 }]);
     }
 
     #[test]
@@ -1481,11 +1344,7 @@ mod tests {
         let mut s = source(ClientType::V1, vec![listen("", 5555)]);
         assert_eq!(
             run(&mut s, Input::Opened(Version::V1)),
-            vec![Output::Listen {
-                service: 0,
-                service_id: "".into(),
-                port: 5555
-            }]
+            vec![listen_out(0, "", 5555)]
         );
         assert!(s.is_ready());
     }
