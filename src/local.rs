@@ -20,7 +20,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::Bytes;
@@ -109,8 +109,37 @@ pub struct Shared {
     /// New local connections may be accepted (the tunnel is open and ready).
     pub tunnel_ready: AtomicBool,
     /// Payload bytes read from local sockets / written to local sockets, in total.
-    pub bytes_from_local: AtomicU64,
-    pub bytes_to_local: AtomicU64,
+    pub bytes_from_local: Counter,
+    pub bytes_to_local: Counter,
+}
+
+/// A byte counter for the status line: a 64-bit atomic where the CPU has one, a mutex
+/// where it has not (32-bit MIPS), so it never wraps at 4 GiB.
+#[derive(Debug, Default)]
+pub struct Counter {
+    #[cfg(target_has_atomic = "64")]
+    n: std::sync::atomic::AtomicU64,
+    #[cfg(not(target_has_atomic = "64"))]
+    n: std::sync::Mutex<u64>,
+}
+
+impl Counter {
+    pub fn add(&self, v: u64) {
+        #[cfg(target_has_atomic = "64")]
+        self.n.fetch_add(v, Ordering::Relaxed);
+        #[cfg(not(target_has_atomic = "64"))]
+        {
+            let mut g = self.n.lock().unwrap_or_else(|p| p.into_inner());
+            *g = g.wrapping_add(v);
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        #[cfg(target_has_atomic = "64")]
+        return self.n.load(Ordering::Relaxed);
+        #[cfg(not(target_has_atomic = "64"))]
+        return *self.n.lock().unwrap_or_else(|p| p.into_inner());
+    }
 }
 
 /// Limits and retry policy of the local side.
@@ -723,9 +752,7 @@ impl LocalThread {
         c.out_len -= written;
         c.bytes_out += written as u64;
         let done = c.closing && c.out.is_empty();
-        self.shared
-            .bytes_to_local
-            .fetch_add(written as u64, Ordering::Relaxed);
+        self.shared.bytes_to_local.add(written as u64);
         self.release_to_local(written);
         result?;
         if done {
@@ -782,9 +809,7 @@ impl LocalThread {
                         buf.shrink_to_fit();
                     }
                     self.shared.to_tunnel.fetch_add(n, Ordering::SeqCst);
-                    self.shared
-                        .bytes_from_local
-                        .fetch_add(n as u64, Ordering::Relaxed);
+                    self.shared.bytes_from_local.add(n as u64);
                     self.emit(Event::Data { local, buf });
                     if n < self.limits.read_chunk {
                         // The socket had no more for now: skip the WouldBlock read.

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -30,7 +30,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes queued for a peer before its sender stops reading.
 const QUEUE_LIMIT: usize = 1 << 20;
 
-static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
+static NEXT_PEER: AtomicUsize = AtomicUsize::new(1);
 
 type Ws = WebSocket<TlsStream<TcpStream>>;
 
@@ -186,7 +186,7 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<TlsAccept
     let (data_tx, data_rx) = sys::channel_with::<Bytes>(waker.clone());
     let (control_tx, control_rx) = sys::channel_with::<Control>(waker.clone());
     let handle = PeerHandle {
-        id: NEXT_PEER.fetch_add(1, Ordering::SeqCst),
+        id: NEXT_PEER.fetch_add(1, Ordering::SeqCst) as u64,
         data: data_tx,
         control: control_tx,
         queued: Arc::new(AtomicUsize::new(0)),

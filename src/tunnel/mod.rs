@@ -743,8 +743,8 @@ impl TunnelThread {
             "status: tunnel {state}; {} reconnect(s); connections {}; {} bytes from local, {} bytes to local",
             self.reconnects,
             if conns.is_empty() { "none".to_string() } else { conns.join(" ") },
-            self.shared.bytes_from_local.load(Ordering::Relaxed),
-            self.shared.bytes_to_local.load(Ordering::Relaxed),
+            self.shared.bytes_from_local.get(),
+            self.shared.bytes_to_local.get(),
         );
     }
 }

@@ -137,8 +137,20 @@ impl Proxy {
     }
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Proxy {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_localproxy"));
-        cmd.args(args)
+        Proxy::start_program(env!("CARGO_BIN_EXE_localproxy"), &[], args, env)
+    }
+
+    /// Runs `program prefix... args...`: another build of the proxy, or one under an
+    /// emulator (`qemu-arm-static path/to/localproxy`).
+    pub fn start_program(
+        program: &str,
+        prefix: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let mut cmd = Command::new(program);
+        cmd.args(prefix)
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .stdin(Stdio::null())
