@@ -7,6 +7,7 @@
 //! - [`config`], [`settings`], [`cli`]: command line, config files, environment.
 //! - [`notification`]: `--notification`, a tunnel notification document as configuration.
 //! - [`logging`]: plain stderr log lines (level from `-v`, `RUST_LOG` overrides).
+//! - [`trust`]: which CA certificates verify the service (system store or built-in roots).
 //! - [`tunnel`]: the thread that owns the TLS WebSocket (connect, pings, reconnect).
 //! - [`local`]: the thread that owns every TCP socket.
 //! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop.
@@ -26,6 +27,7 @@ pub mod settings;
 pub mod sys;
 pub mod testbed;
 pub mod token;
+pub mod trust;
 pub mod tunnel;
 
 /// Process exit codes, decided in `main` alone. Documented in README and `--help`.

@@ -71,7 +71,12 @@ fn run() -> Exit {
     }
 
     if args.check {
-        out(&loaded.config.describe());
+        let mut text = loaded.config.describe();
+        text.push_str(&format!(
+            "trust-store = {}\n",
+            localproxy::trust::choose_here().describe()
+        ));
+        out(&text);
         return Exit::Ok;
     }
     localproxy::run::run(loaded.config)

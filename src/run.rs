@@ -10,6 +10,7 @@ use crate::config::{Config, Mode};
 use crate::local::{self, LocalThread, Shared};
 use crate::sys::{self, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use crate::token::{self, ClientTokenSource};
+use crate::trust;
 use crate::tunnel::{self, connect, proxy, Prepared, TunnelThread};
 use crate::Exit;
 use std::sync::{mpsc, Arc, Mutex};
@@ -81,7 +82,16 @@ pub fn run(mut config: Config) -> Exit {
             return Exit::Usage;
         }
     };
-    let tls = match connect::tls_connector(config.capath.as_deref(), config.no_ssl_host_verify) {
+    let store = trust::choose_here();
+    for place in &store.ignored {
+        log::warn!("{place} holds no usable CA certificate (a PEM file, or a directory hashed with `openssl rehash`); ignoring it");
+    }
+    log::info!("trust store: {}", store.describe());
+    let tls = match connect::tls_connector(
+        Some(&store),
+        config.capath.as_deref(),
+        config.no_ssl_host_verify,
+    ) {
         Ok(t) => t,
         Err(e) => {
             log::error!("{e}");

@@ -28,7 +28,7 @@ fn connect_as(
     client_token: Option<&str>,
     subprotocol: &str,
 ) -> Result<Client, ConnectError> {
-    let tls = connect::tls_connector(Some(&tb.ca_dir()), false).unwrap();
+    let tls = connect::tls_connector(None, Some(&tb.ca_dir()), false).unwrap();
     let token = Secret::new(token);
     let ct = client_token.map(Secret::new);
     let target = connect::Target {

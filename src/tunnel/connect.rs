@@ -182,11 +182,20 @@ impl fmt::Display for ConnectError {
     }
 }
 
-/// Builds the TLS connector once: TLS 1.2 or newer, the default trust store plus every
-/// certificate found in `capath`, or no verification at all with `insecure`.
-pub fn tls_connector(capath: Option<&Path>, insecure: bool) -> Result<TlsConnector, String> {
+/// Builds the TLS connector once: TLS 1.2 or newer, the trust store `trust` (see
+/// [`crate::trust`]; `None` leaves native-tls's own probe, for in-process tests) plus
+/// every certificate found in `capath`, or no verification at all with `insecure`.
+/// With `Some(trust)` it sets environment variables: call it before spawning threads.
+pub fn tls_connector(
+    trust: Option<&crate::trust::Choice>,
+    capath: Option<&Path>,
+    insecure: bool,
+) -> Result<TlsConnector, String> {
     let mut b = TlsConnector::builder();
     b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+    if let Some(t) = trust {
+        t.apply(&mut b)?;
+    }
     if let Some(dir) = capath {
         let n = add_ca_dir(&mut b, dir)?;
         log::info!("trusting {n} extra certificate(s) from {}", dir.display());
@@ -236,6 +245,19 @@ fn add_ca_dir(b: &mut native_tls::TlsConnectorBuilder, dir: &Path) -> Result<usi
         ));
     }
     Ok(n)
+}
+
+/// The handshake error, with the fix when the server's certificate is not trusted.
+fn tls_failure(e: &native_tls::Error) -> String {
+    let text = e.to_string();
+    if text.contains("certificate verify failed") {
+        format!(
+            "{text}; the server's certificate is not signed by a CA in the trust store \
+             (see the \"trust store\" line): add that CA with --capath DIR"
+        )
+    } else {
+        text
+    }
 }
 
 /// Resolves `host` on a throwaway thread so a stuck resolver costs at most DNS_TIMEOUT.
@@ -331,7 +353,7 @@ pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
     let sni = t.host.trim_start_matches('[').trim_end_matches(']');
     let tls = match t.tls.connect(sni, inner) {
         Ok(s) => s,
-        Err(TlsHandshakeError::Failure(e)) => return Err(ConnectError::Tls(e.to_string())),
+        Err(TlsHandshakeError::Failure(e)) => return Err(ConnectError::Tls(tls_failure(&e))),
         Err(TlsHandshakeError::WouldBlock(_)) => {
             return Err(ConnectError::Tls(format!(
                 "no answer within {} s",
