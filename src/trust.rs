@@ -246,7 +246,7 @@ mod tests {
                     .entries_by_nid(openssl::nid::Nid::COMMONNAME)
                     .next()
                     .unwrap();
-                cn.data().to_string()
+                cn.data().to_string().unwrap()
             })
             .collect();
         assert_eq!(
