@@ -382,6 +382,21 @@ fn instructions(
 }
 
 pub fn run(args: Vec<String>) -> i32 {
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--mib" | "--runs" | "--json" | "--callgrind-dir" | "--proxy" if i + 1 < args.len() => {
+                i += 2
+            }
+            "--instructions" => i += 1,
+            other => {
+                eprintln!(
+                    "testbed bench: unknown or incomplete option {other}; see testbed --help"
+                );
+                return 2;
+            }
+        }
+    }
     let value = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -406,9 +421,20 @@ pub fn run(args: Vec<String>) -> i32 {
         }
     };
     let json = value("--json").map(PathBuf::from);
+    let proxy = match value("--proxy") {
+        Some(p) => PathBuf::from(p),
+        None => match proxy_binary() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("testbed bench: {e}");
+                return 1;
+            }
+        },
+    };
     let callgrind_dir = value("--callgrind-dir").map(PathBuf::from);
     let count_instructions = args.iter().any(|a| a == "--instructions") || callgrind_dir.is_some();
     match bench(
+        &proxy,
         mib,
         runs,
         json.as_deref(),
@@ -424,14 +450,17 @@ pub fn run(args: Vec<String>) -> i32 {
 }
 
 fn bench(
+    bin: &Path,
     mib: u64,
     runs: usize,
     json: Option<&Path>,
     count_instructions: bool,
     callgrind_dir: Option<&Path>,
 ) -> Result<(), String> {
-    let bin = proxy_binary()?;
-    let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
+    let bin = bin.to_path_buf();
+    let size = std::fs::metadata(&bin)
+        .map_err(|e| format!("{}: {e}; give --proxy a localproxy binary", bin.display()))?
+        .len();
     let dir = std::env::temp_dir().join(format!("testbed-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let bytes = mib << 20;

@@ -63,6 +63,10 @@ impl Child2 {
             .args(args)
             .env("AWSIOT_TUNNEL_ACCESS_TOKEN", token)
             .env_remove("RUST_LOG")
+            // Measured as on a device: the proxy picks its trust store itself (a bundle
+            // named in SSL_CERT_FILE for other tools would be parsed whole at start).
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

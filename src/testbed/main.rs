@@ -26,7 +26,7 @@ Usage:
       proxy, push N MiB (default 64) through, and print throughput, round trip and time
       to the first echoed byte.
   testbed bench [--mib N] [--runs N] [--json FILE] [--instructions]
-                [--callgrind-dir DIR]
+                [--callgrind-dir DIR] [--proxy PATH]
       Measure the proxy on loopback with fresh processes per phase: MiB/s for
       upload, download and echo (N MiB, default 256; best and median of --runs,
       default 3) against direct TCP, CPU seconds per GiB of each proxy and of the
@@ -34,7 +34,9 @@ Usage:
       byte, the binary's size, the TLS cipher's own cost (openssl speed), and
       with --instructions instructions per MiB under valgrind's callgrind
       (--callgrind-dir keeps the callgrind files there, for callgrind_annotate).
-      Figures only; --json writes them to FILE too.
+      Figures only; --json writes them to FILE too. --proxy measures another
+      build (default: the localproxy beside this testbed), e.g. the static
+      target/cross/x86_64-unknown-linux-musl/release/localproxy.
   testbed --help
 ";
 
