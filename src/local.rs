@@ -12,7 +12,7 @@
 
 use crate::config::Target;
 use crate::protocol::DATA_HEADROOM;
-use crate::session::{LocalId, ACCEPTED_ID_BASE};
+use crate::session::{shown, LocalId, ACCEPTED_ID_BASE};
 use crate::sys::{self, Interest, PollSet, Recv, Waker};
 use crate::tunnel::Input as TunnelInput;
 use std::collections::{HashMap, VecDeque};
@@ -537,7 +537,7 @@ impl LocalThread {
                     let local = self.next_accept_id;
                     self.next_accept_id += 1;
                     let service = self.listeners[idx].service;
-                    log::debug!("accepted connection {local} from {peer}");
+                    log::debug!("accepted connection {} from {peer}", shown(local));
                     self.conns.insert(
                         local,
                         Conn::new(service, Some(Sock::Tcp(s)), State::Open, peer.to_string()),
@@ -655,7 +655,7 @@ impl LocalThread {
         }
         c.state = State::Open;
         c.opened = Instant::now();
-        log::info!("connection {local} opened to {}", c.peer);
+        log::info!("connection {} opened to {}", shown(local), c.peer);
         self.emit(Event::Connected { local });
     }
 
@@ -793,7 +793,7 @@ impl LocalThread {
             buf.resize(DATA_HEADROOM, 0);
             match sys::read_into(sock.fd(), &mut buf, self.limits.read_chunk) {
                 Ok(0) => {
-                    log::debug!("connection {local}: the local peer closed it");
+                    log::debug!("connection {}: the local peer closed it", shown(local));
                     c.closing = true;
                     self.emit(Event::Closed { local });
                     if self.conns.get(&local).is_some_and(|c| c.out.is_empty()) {
@@ -831,7 +831,7 @@ impl LocalThread {
         let Some(c) = self.conns.get(&local) else {
             return;
         };
-        log::debug!("connection {local}: {e}");
+        log::debug!("connection {}: {e}", shown(local));
         let report = !c.closing;
         self.drop_conn(local, report);
     }
@@ -849,7 +849,8 @@ impl LocalThread {
         }
         let peer = &c.peer;
         log::info!(
-            "connection {local} ({peer}) closed after {:.2} s: {} bytes in, {} bytes out",
+            "connection {} ({peer}) closed after {:.2} s: {} bytes in, {} bytes out",
+            shown(local),
             c.opened.elapsed().as_secs_f64(),
             c.bytes_in,
             c.bytes_out

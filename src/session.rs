@@ -22,6 +22,12 @@ pub type LocalId = u64;
 /// Ids at or above this are allocated by the local thread for accepted connections.
 pub const ACCEPTED_ID_BASE: LocalId = 1 << 63;
 
+/// The number a log line shows for a local connection: accepted ones count from 1 as
+/// well (a process either accepts, as a source, or connects, as a destination).
+pub fn shown(id: LocalId) -> LocalId {
+    id.checked_sub(ACCEPTED_ID_BASE).unwrap_or(id)
+}
+
 /// One event for the session.
 #[derive(Debug)]
 pub enum Input<'a, 'm> {
@@ -272,7 +278,8 @@ impl Session {
             Input::Connected { local } => {
                 if let Some(c) = self.conns.get(&local) {
                     log::debug!(
-                        "connection {local} to service {} is up",
+                        "connection {} to service {} is up",
+                        shown(local),
                         self.services[c.service].id
                     );
                 }
@@ -474,7 +481,10 @@ impl Session {
 
     fn on_accepted(&mut self, local: LocalId, service: usize, out: &mut Vec<Output>) {
         if !self.ready || self.mode != Mode::Source || service >= self.services.len() {
-            log::warn!("refused local connection {local}: the tunnel is not open yet");
+            log::warn!(
+                "refused local connection {}: the tunnel is not open yet",
+                shown(local)
+            );
             out.push(Output::Refuse { local });
             return;
         }
@@ -483,14 +493,14 @@ impl Session {
         let name = describe_id(&s.id).to_string();
         if s.form != Form::V3 && !s.conns.is_empty() {
             log::warn!(
-                "refused local connection {local} for service {name}: -y V1/V2 allows one connection at a time and one is active"
+                "refused local connection {} for service {name}: -y V1/V2 allows one connection at a time and one is active", shown(local)
             );
             out.push(Output::Refuse { local });
             return;
         }
         if s.conns.len() >= max {
             log::warn!(
-                "refused local connection {local} for service {name}: {max} connections are open (tcp.max_active_connections)"
+                "refused local connection {} for service {name}: {max} connections are open (tcp.max_active_connections)", shown(local)
             );
             out.push(Output::Refuse { local });
             return;
@@ -525,7 +535,8 @@ impl Session {
             s.id.clone()
         };
         log::info!(
-            "connection {local} opened for service {name} (stream {stream_id}{})",
+            "connection {} opened for service {name} (stream {stream_id}{})",
+            shown(local),
             if connection_id > 0 {
                 format!(", connection {connection_id}")
             } else {
@@ -973,6 +984,14 @@ mod tests {
     }
 
     const A1: LocalId = ACCEPTED_ID_BASE + 1;
+
+    #[test]
+    fn log_lines_number_accepted_connections_from_one() {
+        assert_eq!(shown(A1), 1);
+        assert_eq!(shown(ACCEPTED_ID_BASE + 42), 42);
+        assert_eq!(shown(3), 3);
+    }
+
     const A2: LocalId = ACCEPTED_ID_BASE + 2;
     const A3: LocalId = ACCEPTED_ID_BASE + 3;
 
