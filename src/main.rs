@@ -12,6 +12,11 @@ use localproxy::settings::Settings;
 use localproxy::{logging, Exit};
 use std::io::Write;
 
+/// musl's malloc gives 64 KiB blocks back to the kernel on every free: cache them.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: localproxy::sys::CachingAlloc = localproxy::sys::CachingAlloc::new();
+
 fn main() {
     std::process::exit(run().code());
 }
