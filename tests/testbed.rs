@@ -42,10 +42,10 @@ fn connect_as(
         ws_config: connect::ws_config(65536, 65536),
         proxy: None,
     };
-    let Opened { ws, version, .. } = connect::connect(&target)?;
-    let tcp = ws.get_ref().tcp();
-    tcp.set_nonblocking(false).unwrap();
-    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let Opened {
+        mut ws, version, ..
+    } = connect::connect(&target)?;
+    ws.get_mut().set_blocking(WAIT).unwrap();
     Ok(Client {
         ws,
         version,
