@@ -303,7 +303,12 @@ fn https_proxy_runs_tls_inside_tls() {
         let pdir = r.r.dir.join("proxy-certs");
         let pc = certs::make(&pdir).unwrap();
         std::fs::copy(&pc.ca_pem, r.r.tb.ca_dir().join("proxy-ca.pem")).unwrap();
-        let acc = native_tls::TlsAcceptor::new(pc.identity).unwrap();
+        let identity = native_tls::Identity::from_pkcs8(
+            &pc.leaf.to_pem().unwrap(),
+            &pc.leaf_key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        let acc = native_tls::TlsAcceptor::new(identity).unwrap();
         let p = web_proxy(Rules {
             auth: None,
             refuse: None,

@@ -16,11 +16,12 @@ use openssl::x509::extension::{
 use openssl::x509::{X509Name, X509};
 use std::path::{Path, PathBuf};
 
-/// The files a proxy needs to trust the testbed, and the server identity.
+/// The files a proxy needs to trust the testbed, and the server's certificate and key.
 pub struct Certs {
     pub ca_pem: PathBuf,
     pub ca_dir: PathBuf,
-    pub identity: native_tls::Identity,
+    pub leaf: X509,
+    pub leaf_key: PKey<Private>,
 }
 
 fn key() -> Result<PKey<Private>, openssl::error::ErrorStack> {
@@ -116,11 +117,10 @@ fn make_inner(
         ca_dir.join(format!("{:08x}.0", ca.subject_name_hash())),
         &ca_pem_bytes,
     )?;
-    let identity =
-        native_tls::Identity::from_pkcs8(&leaf.to_pem()?, &leaf_key.private_key_to_pem_pkcs8()?)?;
     Ok(Certs {
         ca_pem,
         ca_dir,
-        identity,
+        leaf,
+        leaf_key,
     })
 }

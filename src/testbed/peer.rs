@@ -10,7 +10,7 @@ use super::{idx, Control, Mode, PeerHandle, Recorded, Shared};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Message as TunnelMessage, Type, Version, MAX_WS_FRAME};
 use crate::sys::{self, Interest, PollSet, Recv, Waker};
-use native_tls::{TlsAcceptor, TlsStream};
+use openssl::ssl::{Ssl, SslContext, SslStream};
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{Shutdown, TcpStream};
@@ -32,7 +32,7 @@ const QUEUE_LIMIT: usize = 1 << 20;
 
 static NEXT_PEER: AtomicUsize = AtomicUsize::new(1);
 
-type Ws = WebSocket<TlsStream<TcpStream>>;
+type Ws = WebSocket<SslStream<TcpStream>>;
 
 /// A message to forward: its bytes, its record, and the stream it starts or resets.
 type Relayed = (Bytes, Option<Recorded>, Option<(Type, String, i32)>);
@@ -143,14 +143,17 @@ fn admit(shared: &Shared, req: &Request) -> Result<Admitted, Box<ErrorResponse>>
 }
 
 /// Serves one TCP connection until it ends.
-pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<TlsAcceptor>) {
+pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<SslContext>) {
     let _ = tcp.set_nodelay(true);
     if tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).is_err()
         || tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).is_err()
     {
         return;
     }
-    let Ok(tls) = acceptor.accept(tcp) else {
+    let Ok(ssl) = Ssl::new(&acceptor) else {
+        return;
+    };
+    let Ok(tls) = ssl.accept(tcp) else {
         return;
     };
     let mut admitted: Option<Admitted> = None;
