@@ -35,7 +35,7 @@ no-ct no-rfc3779 no-quic no-http no-ui-console no-ssl-trace no-nextprotoneg \
 no-autoload-config no-des no-rc2 no-rc4 no-md4 no-mdc2 no-bf no-cast no-aria no-sm2 \
 no-sm3 no-sm4 no-whirlpool no-rmd160 no-scrypt no-siphash no-blake2 no-ec2m no-gost \
 no-ocb no-siv no-multiblock no-tls-deprecated-ec no-ml-kem no-ml-dsa no-slh-dsa \
-no-dsa no-dh no-camellia no-seed no-idea no-engine no-tls1 no-tls1_1 no-ecx"
+no-dsa no-dh no-camellia no-seed no-idea no-engine no-tls1 no-tls1_1 no-ecx no-filenames"
 
 ensure_tools() {
     local need=""
