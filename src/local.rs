@@ -11,6 +11,7 @@
 //! stops reading the WebSocket while too much is queued towards local sockets.
 
 use crate::config::Target;
+use crate::logging::{self, Noise};
 use crate::protocol::DATA_HEADROOM;
 use crate::session::{shown, LocalId, ACCEPTED_ID_BASE};
 use crate::sys::{self, Interest, PollSet, Recv, Waker};
@@ -339,6 +340,9 @@ impl LocalThread {
                     deadline = Some(deadline.map_or(at, |x| x.min(at)));
                 }
             }
+            if let Some(due) = logging::flush_noise() {
+                deadline = Some(deadline.map_or(due, |x| x.min(due)));
+            }
             let timeout = if self.rx.prepare_sleep() {
                 sys::until(deadline)
             } else {
@@ -524,7 +528,9 @@ impl LocalThread {
             match sock.accept() {
                 Ok((s, peer)) => {
                     if !self.shared.tunnel_ready.load(Ordering::SeqCst) {
-                        log::warn!(
+                        crate::peer_log!(
+                            Noise::LocalRefused,
+                            log::Level::Warn,
                             "refused a connection from {peer}: the tunnel is not open; try again when it is"
                         );
                         drop(s);
@@ -548,7 +554,7 @@ impl LocalThread {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ECONNABORTED, EMFILE, ...: log and try again at the next wake-up.
-                    log::warn!("accept failed: {e}");
+                    crate::peer_log!(Noise::LocalRefused, log::Level::Warn, "accept failed: {e}");
                     return;
                 }
             }

@@ -11,7 +11,8 @@
 
 use log::LevelFilter;
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Environment variable that turns timestamps off (`0`, `false`, `no`, `off`).
 pub const TIMESTAMPS_ENV: &str = "LOCALPROXY_LOG_TIMESTAMPS";
@@ -120,6 +121,179 @@ pub fn init(verbosity: u8, rust_log: Option<&str>, timestamps: bool) {
     }
 }
 
+/// Log lines a peer can cause at will, each limited on its own by [`peer_log!`]: a
+/// hostile or buggy peer must not flood a 115200-baud serial console, nor stall the I/O
+/// threads writing to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Noise {
+    /// Messages of unknown or zero type.
+    UnknownType,
+    /// Stream messages before SERVICE_IDS.
+    Early,
+    /// DATA or resets for streams or connections that are not open.
+    Stray,
+    /// Invalid starts: stream id 0, unknown service, a start to a source, a start that
+    /// does not fit the stream's form.
+    BadStart,
+    /// Starts refused at tcp.max_active_connections.
+    Refused,
+    /// Tunnel messages that do not decode.
+    Malformed,
+    /// Local clients refused (tunnel not open, one at a time, limit reached).
+    LocalRefused,
+}
+
+impl Noise {
+    const ALL: [Noise; 7] = [
+        Noise::UnknownType,
+        Noise::Early,
+        Noise::Stray,
+        Noise::BadStart,
+        Noise::Refused,
+        Noise::Malformed,
+        Noise::LocalRefused,
+    ];
+
+    fn what(self) -> &'static str {
+        match self {
+            Noise::UnknownType => "messages of unknown type",
+            Noise::Early => "messages before SERVICE_IDS",
+            Noise::Stray => "messages for streams or connections that are not open",
+            Noise::BadStart => "invalid stream or connection starts",
+            Noise::Refused => "starts refused at tcp.max_active_connections",
+            Noise::Malformed => "malformed tunnel messages",
+            Noise::LocalRefused => "refused local connections",
+        }
+    }
+}
+
+/// Lines of one kind shown per window; the rest are counted.
+pub const NOISE_BURST: u32 = 5;
+/// The window: at most [`NOISE_BURST`] lines of a kind per second.
+pub const NOISE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The limit for one kind of line: pure, time comes in.
+#[derive(Clone, Copy, Debug)]
+pub struct Throttle {
+    window_start: Option<Instant>,
+    shown: u32,
+    suppressed: u64,
+    level: log::Level,
+}
+
+impl Throttle {
+    pub const fn new() -> Throttle {
+        Throttle {
+            window_start: None,
+            shown: 0,
+            suppressed: 0,
+            level: log::Level::Trace,
+        }
+    }
+
+    /// Whether a line at `level` may be shown at `now`; also the count of lines
+    /// suppressed in the window that just ended, to report first.
+    pub fn admit(&mut self, now: Instant, level: log::Level) -> (bool, Option<(u64, log::Level)>) {
+        let report = self.flush(now);
+        if self.window_start.is_none() {
+            self.window_start = Some(now);
+            self.shown = 0;
+        }
+        if self.shown < NOISE_BURST {
+            self.shown += 1;
+            (true, report)
+        } else {
+            self.suppressed += 1;
+            // The summary goes out at the most severe level suppressed.
+            self.level = self.level.min(level);
+            (false, report)
+        }
+    }
+
+    /// Ends the window if it is over: returns the count suppressed in it, if any.
+    pub fn flush(&mut self, now: Instant) -> Option<(u64, log::Level)> {
+        let start = self.window_start?;
+        if now.saturating_duration_since(start) < NOISE_WINDOW {
+            return None;
+        }
+        self.window_start = None;
+        self.shown = 0;
+        let n = std::mem::take(&mut self.suppressed);
+        let level = std::mem::replace(&mut self.level, log::Level::Trace);
+        (n > 0).then_some((n, level))
+    }
+
+    /// When [`Throttle::flush`] has a count to report.
+    pub fn due(&self) -> Option<Instant> {
+        match self.window_start {
+            Some(start) if self.suppressed > 0 => Some(start + NOISE_WINDOW),
+            _ => None,
+        }
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new()
+    }
+}
+
+static THROTTLES: Mutex<[Throttle; Noise::ALL.len()]> =
+    Mutex::new([Throttle::new(); Noise::ALL.len()]);
+
+fn throttles() -> std::sync::MutexGuard<'static, [Throttle; Noise::ALL.len()]> {
+    THROTTLES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn report(kind: Noise, counted: Option<(u64, log::Level)>) {
+    if let Some((n, level)) = counted {
+        log::log!(level, "({n} more like this suppressed: {})", kind.what());
+    }
+}
+
+/// Whether a peer-caused line of `kind` at `level` may be written now; writes the
+/// summary of an ended window first. Use [`peer_log!`].
+pub fn admit(kind: Noise, level: log::Level) -> bool {
+    let (show, counted) = throttles()[kind as usize].admit(Instant::now(), level);
+    report(kind, counted);
+    show
+}
+
+/// Writes the summaries of windows that have ended; returns when the next one is due.
+/// The I/O threads call it on every wake and sleep no later than what it returns.
+pub fn flush_noise() -> Option<Instant> {
+    let now = Instant::now();
+    let mut counted = Vec::new();
+    let mut due: Option<Instant> = None;
+    {
+        let mut t = throttles();
+        for kind in Noise::ALL {
+            let th = &mut t[kind as usize];
+            if let Some(c) = th.flush(now) {
+                counted.push((kind, c));
+            }
+            if let Some(d) = th.due() {
+                due = Some(due.map_or(d, |x: Instant| x.min(d)));
+            }
+        }
+    }
+    for (kind, c) in counted {
+        report(kind, Some(c));
+    }
+    due
+}
+
+/// `log!` for lines a peer can cause: at most [`NOISE_BURST`] per kind per second,
+/// then one `(N more like this suppressed: ...)` line.
+#[macro_export]
+macro_rules! peer_log {
+    ($kind:expr, $level:expr, $($arg:tt)+) => {
+        if log::log_enabled!($level) && $crate::logging::admit($kind, $level) {
+            log::log!($level, $($arg)+);
+        }
+    };
+}
+
 /// Drops the records that could carry a token whatever the filters say: tungstenite
 /// logs the whole upgrade request, `access-token` header included, at trace level.
 struct TokenGuard(env_logger::Logger);
@@ -207,6 +381,44 @@ mod tests {
             "localproxy::tunnel",
             log::Level::Trace
         )));
+    }
+
+    #[test]
+    fn throttle_shows_a_burst_then_counts_and_reports_once() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new();
+        let ms = |n| t0 + Duration::from_millis(n);
+        for i in 0..NOISE_BURST {
+            assert_eq!(t.admit(ms(u64::from(i)), log::Level::Warn), (true, None));
+        }
+        assert_eq!(t.due(), None, "nothing suppressed yet");
+        for i in 0..995 {
+            let at = ms(10) + Duration::from_micros(i);
+            assert_eq!(t.admit(at, log::Level::Warn), (false, None));
+        }
+        assert_eq!(t.due(), Some(t0 + NOISE_WINDOW));
+        assert_eq!(t.flush(ms(999)), None, "the window is not over");
+        assert_eq!(t.flush(ms(1000)), Some((995, log::Level::Warn)));
+        assert_eq!(t.flush(ms(5000)), None, "reported once");
+        assert_eq!(t.due(), None);
+        // A new window shows lines again.
+        assert_eq!(t.admit(ms(6000), log::Level::Warn), (true, None));
+    }
+
+    #[test]
+    fn throttle_reports_an_ended_window_before_the_next_line() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new();
+        for _ in 0..NOISE_BURST + 3 {
+            t.admit(t0, log::Level::Debug);
+        }
+        t.admit(t0, log::Level::Warn);
+        let later = t0 + NOISE_WINDOW * 2;
+        assert_eq!(
+            t.admit(later, log::Level::Debug),
+            (true, Some((4, log::Level::Warn))),
+            "the summary takes the most severe level it stands for"
+        );
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //! accepted connections from the upper half of the range ([`ACCEPTED_ID_BASE`]).
 
 use crate::config::{ClientType, Mapping, Mode, Target};
+use crate::logging::Noise;
+use crate::peer_log;
 use crate::protocol::{codec, Message, Type, Version};
+use log::Level;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -105,6 +108,9 @@ pub enum SessionError {
     },
     /// Destination: an announced service has no target in the configuration.
     MissingTarget(String),
+    /// Source with -y V1 on a tunnel with several services: V1 messages name no
+    /// service, so the destination could not tell the streams apart.
+    V1SeveralServices(Vec<String>),
 }
 
 impl fmt::Display for SessionError {
@@ -136,6 +142,12 @@ impl fmt::Display for SessionError {
                 list(announced),
                 list(configured)
             ),
+            SessionError::V1SeveralServices(ids) => write!(
+                f,
+                "-y V1 cannot serve a tunnel with several services ({}): V1 messages carry no \
+                 service id; use -y V2, or leave -y out (V3)",
+                list(ids)
+            ),
             SessionError::MissingTarget(id) => write!(
                 f,
                 "the tunnel announces service {id} but no destination is configured for it; \
@@ -145,15 +157,50 @@ impl fmt::Display for SessionError {
     }
 }
 
-/// Message forms a peer speaks on one stream.
+/// The form of one stream's messages: which optional fields they carry. A destination
+/// copies its source's form from the STREAM_START (or CONNECTION_START) that opened the
+/// stream, so it answers every peer in the form that peer speaks: the reference's V3
+/// source on a tunnel without services, for one, sends connection ids and no service id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Form {
-    /// No service id, no connection id.
-    V1,
-    /// Service id, no connection id.
-    V2,
-    /// Service id and connection id.
-    V3,
+struct Form {
+    /// Messages name the service (V2 and V3; moot on a tunnel without services).
+    service_ids: bool,
+    /// Messages carry connection ids, and a stream carries several connections (V3).
+    connection_ids: bool,
+}
+
+impl Form {
+    const V1: Form = Form {
+        service_ids: false,
+        connection_ids: false,
+    };
+    const V2: Form = Form {
+        service_ids: true,
+        connection_ids: false,
+    };
+    const V3: Form = Form {
+        service_ids: true,
+        connection_ids: true,
+    };
+
+    /// The form of a start message from the peer.
+    fn of(m: &Message<'_>) -> Form {
+        Form {
+            service_ids: !m.service_id.is_empty(),
+            connection_ids: m.connection_id != 0,
+        }
+    }
+}
+
+impl fmt::Display for Form {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.connection_ids, self.service_ids) {
+            (true, true) => "V3 messages",
+            (true, false) => "V3 messages without service id",
+            (false, true) => "V2 messages",
+            (false, false) => "V1 messages",
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -262,11 +309,17 @@ impl Session {
         if s.stream_id != c.stream_id || !self.ready {
             return None;
         }
-        Some(match s.form {
-            Form::V1 => (c.stream_id, "", 0),
-            Form::V2 => (c.stream_id, s.id.as_str(), 0),
-            Form::V3 => (c.stream_id, s.id.as_str(), c.connection_id),
-        })
+        let service_id = if s.form.service_ids {
+            s.id.as_str()
+        } else {
+            ""
+        };
+        let connection_id = if s.form.connection_ids {
+            c.connection_id
+        } else {
+            0
+        };
+        Some((c.stream_id, service_id, connection_id))
     }
 
     pub fn handle(&mut self, input: Input<'_, '_>, out: &mut Vec<Output>) {
@@ -407,6 +460,9 @@ impl Session {
             configured: self.configured_ids(),
             announced: announced.to_vec(),
         };
+        if self.mode == Mode::Source && self.client_type == ClientType::V1 && announced.len() > 1 {
+            return Err(SessionError::V1SeveralServices(announced.to_vec()));
+        }
         let mut pairs: Vec<(String, u16, Option<Target>)> = Vec::new();
         if self.mappings.is_empty() {
             for id in announced {
@@ -463,12 +519,7 @@ impl Session {
         Ok(pairs
             .into_iter()
             .map(|(id, port, target)| Service {
-                // On a tunnel without services a V2 stream carries no service id: V1 form.
-                form: if id.is_empty() && form == Form::V2 {
-                    Form::V1
-                } else {
-                    form
-                },
+                form,
                 id,
                 port,
                 target,
@@ -491,24 +542,24 @@ impl Session {
         let max = self.max_connections;
         let s = &self.services[service];
         let name = describe_id(&s.id).to_string();
-        if s.form != Form::V3 && !s.conns.is_empty() {
-            log::warn!(
+        if !s.form.connection_ids && !s.conns.is_empty() {
+            crate::peer_log!(Noise::LocalRefused, log::Level::Warn,
                 "refused local connection {} for service {name}: -y V1/V2 allows one connection at a time and one is active", shown(local)
             );
             out.push(Output::Refuse { local });
             return;
         }
         if s.conns.len() >= max {
-            log::warn!(
+            crate::peer_log!(Noise::LocalRefused, log::Level::Warn,
                 "refused local connection {} for service {name}: {max} connections are open (tcp.max_active_connections)", shown(local)
             );
             out.push(Output::Refuse { local });
             return;
         }
         let (form, current, next_cid) = (s.form, s.stream_id, s.next_connection_id);
-        let (kind, stream_id, connection_id) = if current == 0 || form != Form::V3 {
+        let (kind, stream_id, connection_id) = if current == 0 || !form.connection_ids {
             let sid = self.alloc_stream_id();
-            (Type::StreamStart, sid, if form == Form::V3 { 1 } else { 0 })
+            (Type::StreamStart, sid, u32::from(form.connection_ids))
         } else {
             (Type::ConnectionStart, current, next_cid)
         };
@@ -519,7 +570,7 @@ impl Session {
         } else {
             s.next_connection_id = s.next_connection_id.checked_add(1).unwrap_or(1);
         }
-        let key = if s.form == Form::V3 { connection_id } else { 0 };
+        let key = connection_id;
         s.conns.insert(key, local);
         self.conns.insert(
             local,
@@ -529,10 +580,10 @@ impl Session {
                 connection_id: key,
             },
         );
-        let service_id = if s.form == Form::V1 {
-            String::new()
-        } else {
+        let service_id = if s.form.service_ids {
             s.id.clone()
+        } else {
+            String::new()
         };
         log::info!(
             "connection {} opened for service {name} (stream {stream_id}{})",
@@ -560,8 +611,8 @@ impl Session {
         if s.stream_id != c.stream_id || !self.ready {
             return;
         }
-        let reset = reset_for(s, &c);
-        if s.form != Form::V3 {
+        let reset = reset_for(s, c.stream_id, c.connection_id);
+        if !s.form.connection_ids {
             s.stream_id = 0;
         }
         out.push(Output::Send(reset));
@@ -576,7 +627,7 @@ impl Session {
             "could not connect to {} for service {}; resetting the {}",
             s.target.as_ref().map(|t| t.to_string()).unwrap_or_default(),
             describe_id(&s.id),
-            if s.form == Form::V3 {
+            if s.form.connection_ids {
                 "connection"
             } else {
                 "stream"
@@ -586,8 +637,8 @@ impl Session {
         if s.stream_id != c.stream_id || !self.ready {
             return;
         }
-        let reset = reset_for(s, &c);
-        if s.form != Form::V3 {
+        let reset = reset_for(s, c.stream_id, c.connection_id);
+        if !s.form.connection_ids {
             s.stream_id = 0;
         }
         out.push(Output::Send(reset));
@@ -630,27 +681,39 @@ impl Session {
                 log::info!("the service reset the session; closing every connection");
                 self.close_all(out);
             }
-            Type::Unknown => log::warn!("dropped a message of type 0 (UNKNOWN)"),
+            Type::Unknown => peer_log!(
+                Noise::UnknownType,
+                Level::Warn,
+                "dropped a message of type 0 (UNKNOWN)"
+            ),
             Type::Other(n) => {
                 if m.ignorable {
-                    log::debug!("dropped an ignorable message of unknown type {n}");
+                    peer_log!(
+                        Noise::UnknownType,
+                        Level::Debug,
+                        "dropped an ignorable message of unknown type {n}"
+                    );
                 } else {
-                    log::warn!("dropped a message of unknown type {n}");
+                    peer_log!(
+                        Noise::UnknownType,
+                        Level::Warn,
+                        "dropped a message of unknown type {n}"
+                    );
                 }
             }
-            _ if !self.ready => {
-                log::warn!(
-                    "dropped a {:?} message that arrived before SERVICE_IDS",
-                    m.kind
-                )
-            }
+            _ if !self.ready => peer_log!(
+                Noise::Early,
+                Level::Warn,
+                "dropped a {:?} message that arrived before SERVICE_IDS",
+                m.kind
+            ),
             Type::Data => self.on_data(m, out),
-            Type::StreamStart | Type::ConnectionStart if self.mode == Mode::Source => {
-                log::warn!(
-                    "dropped a {:?} message: a source never accepts streams",
-                    m.kind
-                )
-            }
+            Type::StreamStart | Type::ConnectionStart if self.mode == Mode::Source => peer_log!(
+                Noise::BadStart,
+                Level::Warn,
+                "dropped a {:?} message: a source never accepts streams",
+                m.kind
+            ),
             Type::StreamStart => self.on_stream_start(m, out),
             Type::ConnectionStart => self.on_connection_start(m, out),
             Type::StreamReset => self.on_stream_reset(m, out),
@@ -660,28 +723,42 @@ impl Session {
 
     fn on_data(&mut self, m: &Message<'_>, out: &mut Vec<Output>) {
         let Some(idx) = self.service_for(m) else {
-            log::debug!("dropped DATA for unknown service {:?}", m.service_id);
+            peer_log!(
+                Noise::Stray,
+                Level::Debug,
+                "dropped DATA for unknown service {:?}",
+                m.service_id
+            );
             return;
         };
         let s = &self.services[idx];
         if s.stream_id == 0 || m.stream_id != s.stream_id {
-            log::debug!("dropped stale DATA for stream {}", m.stream_id);
+            peer_log!(
+                Noise::Stray,
+                Level::Debug,
+                "dropped stale DATA for stream {}",
+                m.stream_id
+            );
             return;
         }
-        let key = if s.form == Form::V3 {
-            m.connection_id.max(1)
-        } else {
-            0
-        };
-        match s.conns.get(&key) {
+        match s.conns.get(&s.key(m)) {
             Some(&local) => out.push(Output::Deliver { local }),
-            None => log::debug!("dropped DATA for closed connection {}", m.connection_id),
+            None => peer_log!(
+                Noise::Stray,
+                Level::Debug,
+                "dropped DATA for closed connection {}",
+                m.connection_id
+            ),
         }
     }
 
     fn on_stream_start(&mut self, m: &Message<'_>, out: &mut Vec<Output>) {
         if m.stream_id == 0 {
-            log::warn!("dropped a STREAM_START with stream id 0");
+            peer_log!(
+                Noise::BadStart,
+                Level::Warn,
+                "dropped a STREAM_START with stream id 0"
+            );
             return;
         }
         let Some(idx) = self.service_for_start(m) else {
@@ -691,23 +768,16 @@ impl Session {
             // A new stream replaces the active one; its DATA will be delivered.
             self.close_service(idx, out);
         }
-        let form = if m.service_id.is_empty() {
-            Form::V1
-        } else if m.connection_id == 0 {
-            Form::V2
-        } else {
-            Form::V3
-        };
+        let form = Form::of(m);
         let s = &mut self.services[idx];
         s.stream_id = m.stream_id;
         s.form = form;
         log::debug!(
-            "stream {} started for service {} ({:?} messages)",
+            "stream {} started for service {} ({form})",
             m.stream_id,
             describe_id(&s.id),
-            form
         );
-        let key = if form == Form::V3 { m.connection_id } else { 0 };
+        let key = s.key(m);
         self.open_destination(idx, key, out);
     }
 
@@ -716,28 +786,47 @@ impl Session {
             if self.services.len() == 1 {
                 return Some(0);
             }
-            log::warn!(
-                "dropped a STREAM_START without service id: this tunnel has several services"
+            peer_log!(
+                Noise::BadStart,
+                Level::Warn,
+                "dropped a start without service id: this tunnel has several services"
             );
             return None;
         }
         let found = self.services.iter().position(|s| s.id == m.service_id);
         if found.is_none() {
-            log::warn!(
-                "dropped a stream start for unknown service {:?}",
+            peer_log!(
+                Noise::BadStart,
+                Level::Warn,
+                "dropped a start for unknown service {:?}",
                 m.service_id
             );
         }
         found
     }
 
+    /// Opens connection `key` of service `idx`'s current stream, or refuses it with a
+    /// reset when the service already has tcp.max_active_connections open: a peer must
+    /// not make the device open sockets without limit.
     fn open_destination(&mut self, idx: usize, key: u32, out: &mut Vec<Output>) {
-        let local = self.next_local_id;
-        self.next_local_id += 1;
+        let max = self.max_connections;
         let s = &mut self.services[idx];
         let Some(target) = s.target.clone() else {
             return;
         };
+        if s.conns.len() >= max {
+            peer_log!(
+                Noise::Refused,
+                Level::Warn,
+                "refused connection {key} of stream {} for service {}: {max} connections are open (tcp.max_active_connections)",
+                s.stream_id,
+                describe_id(&s.id)
+            );
+            out.push(Output::Send(reset_for(s, s.stream_id, key)));
+            return;
+        }
+        let local = self.next_local_id;
+        self.next_local_id += 1;
         s.conns.insert(key, local);
         let stream_id = s.stream_id;
         self.conns.insert(
@@ -760,29 +849,64 @@ impl Session {
             return;
         };
         if m.stream_id == 0 {
-            log::warn!("dropped a CONNECTION_START with stream id 0");
+            peer_log!(
+                Noise::BadStart,
+                Level::Warn,
+                "dropped a CONNECTION_START with stream id 0"
+            );
             return;
         }
         let s = &mut self.services[idx];
         if s.stream_id == 0 {
             // A restarted destination picks up the source's existing stream.
             s.stream_id = m.stream_id;
-            s.form = Form::V3;
+            s.form = Form {
+                connection_ids: true,
+                ..Form::of(m)
+            };
+            log::debug!(
+                "stream {} taken up for service {} ({})",
+                m.stream_id,
+                describe_id(&s.id),
+                s.form
+            );
         } else if s.stream_id != m.stream_id {
-            log::debug!("dropped CONNECTION_START for stale stream {}", m.stream_id);
+            peer_log!(
+                Noise::Stray,
+                Level::Debug,
+                "dropped CONNECTION_START for stale stream {}",
+                m.stream_id
+            );
             return;
-        }
-        let key = m.connection_id.max(1);
-        if let Some(old) = s.conns.remove(&key) {
-            log::warn!("CONNECTION_START for connection {key} which is already open; resetting it");
-            self.conns.remove(&old);
-            out.push(Output::Close { local: old });
-            out.push(Output::Send(Control {
+        } else if !s.form.connection_ids {
+            // The stream was opened without connection ids (V1/V2): it carries one
+            // connection, which this start must not replace.
+            peer_log!(
+                Noise::BadStart,
+                Level::Warn,
+                "refused CONNECTION_START {} on stream {}: the stream was started without connection ids (V1/V2), which allows one connection",
+                m.connection_id,
+                m.stream_id
+            );
+            let reset = Control {
                 kind: Type::ConnectionReset,
                 stream_id: m.stream_id,
                 service_id: m.service_id.to_string(),
-                connection_id: key,
-            }));
+                connection_id: m.connection_id,
+            };
+            out.push(Output::Send(reset));
+            return;
+        }
+        let key = s.key(m);
+        if let Some(old) = s.conns.remove(&key) {
+            peer_log!(
+                Noise::BadStart,
+                Level::Warn,
+                "CONNECTION_START for connection {key} which is already open; resetting it"
+            );
+            self.conns.remove(&old);
+            out.push(Output::Close { local: old });
+            out.push(Output::Send(reset_for(s, m.stream_id, key)));
             return;
         }
         self.open_destination(idx, key, out);
@@ -794,7 +918,12 @@ impl Session {
         };
         let s = &self.services[idx];
         if s.stream_id == 0 || s.stream_id != m.stream_id {
-            log::debug!("ignored STREAM_RESET for stream {}", m.stream_id);
+            peer_log!(
+                Noise::Stray,
+                Level::Debug,
+                "ignored STREAM_RESET for stream {}",
+                m.stream_id
+            );
             return;
         }
         log::debug!(
@@ -811,14 +940,15 @@ impl Session {
         };
         let s = &mut self.services[idx];
         if s.stream_id == 0 || s.stream_id != m.stream_id {
-            log::debug!("ignored CONNECTION_RESET for stream {}", m.stream_id);
+            peer_log!(
+                Noise::Stray,
+                Level::Debug,
+                "ignored CONNECTION_RESET for stream {}",
+                m.stream_id
+            );
             return;
         }
-        let key = if s.form == Form::V3 {
-            m.connection_id.max(1)
-        } else {
-            0
-        };
+        let key = s.key(m);
         if let Some(local) = s.conns.remove(&key) {
             self.conns.remove(&local);
             out.push(Output::Close { local });
@@ -826,26 +956,40 @@ impl Session {
     }
 }
 
-fn reset_for(s: &Service, c: &Conn) -> Control {
-    match s.form {
-        Form::V3 => Control {
+impl Service {
+    /// The key of the connection a message of the current stream is for: its connection
+    /// id when the stream has them (0 meaning 1, as the reference reads it), else 0.
+    fn key(&self, m: &Message<'_>) -> u32 {
+        if self.form.connection_ids {
+            m.connection_id.max(1)
+        } else {
+            0
+        }
+    }
+}
+
+/// The reset that ends connection `connection_id` of stream `stream_id`, in the
+/// service's form: CONNECTION_RESET with connection ids, STREAM_RESET without.
+fn reset_for(s: &Service, stream_id: i32, connection_id: u32) -> Control {
+    let service_id = if s.form.service_ids {
+        s.id.clone()
+    } else {
+        String::new()
+    };
+    if s.form.connection_ids {
+        Control {
             kind: Type::ConnectionReset,
-            stream_id: c.stream_id,
-            service_id: s.id.clone(),
-            connection_id: c.connection_id,
-        },
-        Form::V2 => Control {
+            stream_id,
+            service_id,
+            connection_id,
+        }
+    } else {
+        Control {
             kind: Type::StreamReset,
-            stream_id: c.stream_id,
-            service_id: s.id.clone(),
+            stream_id,
+            service_id,
             connection_id: 0,
-        },
-        Form::V1 => Control {
-            kind: Type::StreamReset,
-            stream_id: c.stream_id,
-            service_id: String::new(),
-            connection_id: 0,
-        },
+        }
     }
 }
 
@@ -1104,6 +1248,148 @@ mod tests {
             run(&mut s, Input::Message(&d)),
             vec![Output::Deliver { local: A1 }]
         );
+    }
+
+    #[test]
+    fn source_v1_refuses_a_tunnel_with_several_services() {
+        let mut s = source(ClientType::V1, vec![listen("A", 5555), listen("B", 5556)]);
+        let out = open(&mut s, &["A", "B"]);
+        assert_eq!(
+            out,
+            vec![Output::Fatal(SessionError::V1SeveralServices(vec![
+                "A".into(),
+                "B".into()
+            ]))]
+        );
+        let line = match &out[0] {
+            Output::Fatal(e) => e.to_string(),
+            _ => unreachable!(),
+        };
+        assert!(line.contains("use -y V2"), "{line}");
+    }
+
+    #[test]
+    fn destination_answers_a_v3_peer_on_a_tunnel_without_services_with_connection_ids() {
+        // What the reference 3.3.1 (and our source) send as V3 on a tunnel without
+        // services: no service id, connection ids. The second connection must work.
+        let mut s = dest(vec![connect("", 22)]);
+        assert!(open(&mut s, &[]).is_empty());
+        let l1 = local_of(&run(
+            &mut s,
+            Input::Message(&msg(Type::StreamStart, 1, "", 1)),
+        ));
+        assert_eq!(s.data_route(l1), Some((1, "", 1)));
+        assert_eq!(
+            run(&mut s, Input::LocalClosed { local: l1 }),
+            vec![send(Type::ConnectionReset, 1, "", 1)]
+        );
+        // Back to back: the stream stays, the next connection comes as CONNECTION_START.
+        let l2 = local_of(&run(
+            &mut s,
+            Input::Message(&msg(Type::ConnectionStart, 1, "", 2)),
+        ));
+        assert_eq!(s.data_route(l2), Some((1, "", 2)));
+        let d = msg(Type::Data, 1, "", 2);
+        assert_eq!(
+            run(&mut s, Input::Message(&d)),
+            vec![Output::Deliver { local: l2 }]
+        );
+        // And at once: a third beside the second.
+        let l3 = local_of(&run(
+            &mut s,
+            Input::Message(&msg(Type::ConnectionStart, 1, "", 3)),
+        ));
+        let d = msg(Type::Data, 1, "", 3);
+        assert_eq!(
+            run(&mut s, Input::Message(&d)),
+            vec![Output::Deliver { local: l3 }]
+        );
+        let r = msg(Type::ConnectionReset, 1, "", 2);
+        assert_eq!(
+            run(&mut s, Input::Message(&r)),
+            vec![Output::Close { local: l2 }]
+        );
+        assert_eq!(s.data_route(l3), Some((1, "", 3)));
+    }
+
+    #[test]
+    fn destination_answers_a_v3_peer_without_service_id_on_a_named_tunnel_in_kind() {
+        let mut s = dest(vec![connect("", 22)]);
+        open(&mut s, &["SSH"]);
+        let l = local_of(&run(
+            &mut s,
+            Input::Message(&msg(Type::StreamStart, 5, "", 1)),
+        ));
+        assert_eq!(s.data_route(l), Some((5, "", 1)));
+        let out = run(&mut s, Input::Message(&msg(Type::StreamStart, 6, "SSH", 1)));
+        assert_eq!(
+            out[0],
+            Output::Close { local: l },
+            "a new stream replaces the old"
+        );
+        let l = local_of(&out[1..]);
+        assert_eq!(s.data_route(l), Some((6, "SSH", 1)));
+    }
+
+    #[test]
+    fn destination_refuses_starts_beyond_max_active_connections() {
+        let mut s = Session::new(
+            Mode::Destination,
+            ClientType::V3,
+            vec![connect("A", 22)],
+            vec![],
+            None,
+            2,
+        );
+        open(&mut s, &["A"]);
+        let l1 = local_of(&run(
+            &mut s,
+            Input::Message(&msg(Type::StreamStart, 1, "A", 1)),
+        ));
+        local_of(&run(
+            &mut s,
+            Input::Message(&msg(Type::ConnectionStart, 1, "A", 2)),
+        ));
+        for cid in 3..600 {
+            assert_eq!(
+                run(
+                    &mut s,
+                    Input::Message(&msg(Type::ConnectionStart, 1, "A", cid))
+                ),
+                vec![send(Type::ConnectionReset, 1, "A", cid)],
+                "connection {cid}"
+            );
+        }
+        assert_eq!(s.connection_counts(), vec![2]);
+        // The open ones go on, and a freed place is usable again.
+        let d = msg(Type::Data, 1, "A", 1);
+        assert_eq!(
+            run(&mut s, Input::Message(&d)),
+            vec![Output::Deliver { local: l1 }]
+        );
+        run(&mut s, Input::LocalClosed { local: l1 });
+        local_of(&run(
+            &mut s,
+            Input::Message(&msg(Type::ConnectionStart, 1, "A", 700)),
+        ));
+    }
+
+    #[test]
+    fn destination_refuses_a_connection_start_on_a_stream_without_connection_ids() {
+        let mut s = dest(vec![connect("A", 22)]);
+        open(&mut s, &["A"]);
+        let l = local_of(&run(
+            &mut s,
+            Input::Message(&msg(Type::StreamStart, 4, "A", 0)),
+        ));
+        assert_eq!(
+            run(
+                &mut s,
+                Input::Message(&msg(Type::ConnectionStart, 4, "A", 2))
+            ),
+            vec![send(Type::ConnectionReset, 4, "A", 2)]
+        );
+        assert_eq!(s.data_route(l), Some((4, "A", 0)), "the first one goes on");
     }
 
     #[test]

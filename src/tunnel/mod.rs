@@ -15,6 +15,7 @@ pub mod proxy;
 
 use crate::config::{read_token_file, Config, Secret};
 use crate::local::{self, Command, Event, Shared};
+use crate::logging::{self, Noise};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Message as TunnelMessage, DATA_HEADROOM};
 use crate::session::{Input as SessionInput, Output, Session};
@@ -311,8 +312,9 @@ impl TunnelThread {
             }
             set.clear();
             set.push(waker.fd(), Interest::READ);
+            let wake_at = logging::flush_noise().map_or(until, |due| due.min(until));
             let timeout = if self.rx.prepare_sleep() {
-                until - now
+                wake_at.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
@@ -408,9 +410,11 @@ impl TunnelThread {
                         reading = can_read;
                     }
                     Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => last_heard = Instant::now(),
-                    Ok(Message::Text(_)) => {
-                        log::warn!("dropped a text frame: the service sends only binary frames")
-                    }
+                    Ok(Message::Text(_)) => crate::peer_log!(
+                        Noise::Malformed,
+                        log::Level::Warn,
+                        "dropped a text frame: the service sends only binary frames"
+                    ),
                     Ok(Message::Close(frame)) => {
                         match frame {
                             Some(f) => log::info!(
@@ -475,7 +479,10 @@ impl TunnelThread {
                     write: write_blocked,
                 },
             );
-            let deadline = next_ping.min(dead_at);
+            let mut deadline = next_ping.min(dead_at);
+            if let Some(due) = logging::flush_noise() {
+                deadline = deadline.min(due);
+            }
             let timeout = if self.rx.prepare_sleep() {
                 deadline.saturating_duration_since(Instant::now())
             } else {
@@ -567,7 +574,11 @@ impl TunnelThread {
                 Ok(None) => break,
                 Err(e) => match e.skip() {
                     Some(n) => {
-                        log::warn!("dropped a malformed tunnel message: {e}");
+                        crate::peer_log!(
+                            Noise::Malformed,
+                            log::Level::Warn,
+                            "dropped a malformed tunnel message: {e}"
+                        );
                         pos += n;
                     }
                     None => return Err(End::Lost(format!("corrupt tunnel data: {e}"))),
