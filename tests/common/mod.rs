@@ -57,6 +57,54 @@ fn kill_all() {
     }
 }
 
+/// Set by `.ci/run`, which installs every tool the tests need: there a skip fails.
+pub const NO_SKIP_ENV: &str = "LOCALPROXY_TEST_NO_SKIP";
+
+/// Where skips are listed, one line each, for `.ci/run` to print at the end.
+pub const SKIP_LOG: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/skipped-tests.txt");
+
+/// Reports that `test` cannot run on this machine because `missing` (a tool, root) is
+/// not there; the caller then returns. Under `.ci/run` ([`NO_SKIP_ENV`]) it fails the
+/// test instead: a skipped test is a failed test in CI. Only for a missing tool: a
+/// failure while setting the scene up (a rejected nft rule, a namespace that cannot be
+/// made) must fail the test, not skip it.
+pub fn skip(test: &str, missing: &str) {
+    let line = format!("{test}: skipped, needs {missing}");
+    if std::env::var_os(NO_SKIP_ENV).is_some() {
+        panic!("{line} (a skip is a failure under .ci/run, which installs it)");
+    }
+    eprintln!("{line}");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(SKIP_LOG)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Whether `cmd` is an executable file in a directory of PATH (or a path to one).
+pub fn have(cmd: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exe = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if cmd.contains('/') {
+        return is_exe(Path::new(cmd));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .any(|d| is_exe(&d.join(cmd)))
+}
+
+/// Whether the tests run as root (network namespaces, nft, sshd, --user).
+pub fn is_root() -> bool {
+    sys::is_root()
+}
+
 /// A unique scratch directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
