@@ -349,6 +349,10 @@ impl LocalThread {
                 Some(Duration::ZERO)
             };
             set.wait(timeout)?;
+            // Connections before listeners: a client that closes and at once connects
+            // again (scp after ssh) must have its end reported before the new accept,
+            // or a one-connection-at-a-time source would refuse the new one.
+            let mut accepts = Vec::new();
             for (i, slot) in slots.iter().enumerate() {
                 let r = set.ready(i);
                 if !r.any() {
@@ -356,9 +360,12 @@ impl LocalThread {
                 }
                 match *slot {
                     Slot::Wake => waker.disarm(),
-                    Slot::Listener(idx) => self.accept(idx),
+                    Slot::Listener(idx) => accepts.push(idx),
                     Slot::Conn(id) => self.conn_ready(id, r),
                 }
+            }
+            for idx in accepts {
+                self.accept(idx);
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod bench;
 pub mod certs;
 pub mod demo;
 mod peer;
+pub mod scripted;
 
 pub use crate::config::Mode;
 use crate::protocol::{codec, Message};
