@@ -9,7 +9,7 @@
 use super::Testbed;
 use crate::config::{Mode, Secret};
 use crate::protocol::codec::{self, Limits};
-use crate::protocol::{Message, Type, Version};
+use crate::protocol::{Message, Type, Version, MAX_WS_FRAME};
 use crate::tunnel::connect::{self, Ws};
 use std::time::{Duration, Instant};
 use tungstenite::{Bytes, Message as WsMessage};
@@ -95,9 +95,17 @@ impl Scripted {
     }
 
     /// Adds a message to the next frame (several messages per frame, as the service
-    /// may deliver them).
+    /// may deliver them); a frame that would grow past the service's frame limit is
+    /// sent first.
     pub fn queue(&mut self, m: &Message<'_>) -> Result<(), String> {
-        codec::encode(m, &mut self.out).map_err(|e| e.to_string())
+        let start = self.out.len();
+        codec::encode(m, &mut self.out).map_err(|e| e.to_string())?;
+        if self.out.len() > MAX_WS_FRAME {
+            let rest = self.out.split_off(start);
+            self.flush()?;
+            self.out = rest;
+        }
+        Ok(())
     }
 
     /// Sends what [`Scripted::queue`] gathered as one binary frame.
