@@ -164,7 +164,81 @@ fn row(peer: &str, shape: Shape, form: Form, pattern: Pattern, result: &str) {
 }
 
 /// Our source and our destination.
+/// Which build runs at one end: ours, or another binary with the reference's command
+/// line (`LOCALPROXY_MATRIX_PEER=/path/to/localproxy`, e.g. the C++ reference 3.3.1).
+#[derive(Clone, Debug)]
+enum Bin {
+    Ours,
+    Peer(String),
+}
+
+impl Bin {
+    fn name(&self) -> &'static str {
+        match self {
+            Bin::Ours => "ours",
+            Bin::Peer(_) => "peer",
+        }
+    }
+}
+
+/// The other binary to put at either end, when the environment names one. Not set in
+/// CI (the reference is built outside the repository); the cells with our proxy at both
+/// ends always run.
+fn peer() -> Option<Bin> {
+    std::env::var("LOCALPROXY_MATRIX_PEER")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Bin::Peer)
+}
+
+fn start_bin(rig: &Rig, bin: &Bin, more: &[&str], token: &str) -> Proxy {
+    match bin {
+        Bin::Ours => rig.start(more, token, &[]),
+        Bin::Peer(path) => {
+            let args = rig.args(more);
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            Proxy::start_program(path, &[], &a, &[("AWSIOT_TUNNEL_ACCESS_TOKEN", token)])
+        }
+    }
+}
+
+fn start_destination(rig: &Rig, bin: &Bin, mapping: &str) -> Proxy {
+    match bin {
+        Bin::Ours => rig.destination(mapping, &[]),
+        Bin::Peer(_) => {
+            let p = start_bin(rig, bin, &["-d", mapping], &rig.t.destination_token);
+            // The testbed sends SERVICE_IDS first on the destination's socket, so
+            // anything relayed after this point finds the session set up.
+            assert!(rig.tb.wait_connected(&rig.t, Mode::Destination, WAIT));
+            p.wait_line("Web socket session ID");
+            p
+        }
+    }
+}
+
+fn start_source(rig: &Rig, bin: &Bin, mapping: &str, more: &[&str]) -> Proxy {
+    let mut m = vec!["-s", mapping, "-b", "127.0.0.1"];
+    m.extend_from_slice(more);
+    match bin {
+        Bin::Ours => rig.source(mapping, more),
+        Bin::Peer(_) => {
+            let p = start_bin(rig, bin, &m, &rig.t.source_token);
+            p.wait_nth_line(
+                "Listening for new connection on port",
+                mapping.split(',').count(),
+            );
+            p
+        }
+    }
+}
+
 fn ours(shape: Shape, form: Form, pattern: Pattern, cell: u64) {
+    live(shape, form, pattern, cell, &Bin::Ours, &Bin::Ours);
+}
+
+/// Real proxies at both ends (`src_bin`, `dst_bin`) with real TCP clients and servers.
+fn live(shape: Shape, form: Form, pattern: Pattern, cell: u64, src_bin: &Bin, dst_bin: &Bin) {
+    let peers = format!("{} -> {}", src_bin.name(), dst_bin.name());
     let tag = format!("m{cell}");
     let rig = Rig::new(&tag, shape.services(), &[]);
     let ids = shape.ids();
@@ -189,7 +263,20 @@ fn ours(shape: Shape, form: Form, pattern: Pattern, cell: u64) {
     };
     let dst_map = join(&|i| named(i, echoes[i].port));
     let src_map = join(&|i| named(i, ports[i]));
-    let _dst = rig.destination(&dst_map, &[]);
+    if matches!(dst_bin, Bin::Peer(_)) && form == Form::V1 && shape == Shape::One {
+        // The reference destination files V1 messages (no service id) under the
+        // service "" and, on a named tunnel, has no such service: it logs "Receive
+        // stream start before receiving service ids" and reconnects (seen with 3.3.1).
+        row(
+            &peers,
+            shape,
+            form,
+            pattern,
+            "not a cell: the reference destination takes V1 messages only on a tunnel without services",
+        );
+        return;
+    }
+    let _dst = start_destination(&rig, dst_bin, &dst_map);
     let mut more: Vec<&str> = Vec::new();
     if let Some(f) = form.flag() {
         more.extend(["-y", f]);
@@ -197,13 +284,23 @@ fn ours(shape: Shape, form: Form, pattern: Pattern, cell: u64) {
     if shape == Shape::Two && form == Form::V1 {
         // V1 messages name no service: two services cannot be told apart. The reference
         // starts and then serves only one of them; ours refuses with one line.
+        if let Bin::Peer(_) = src_bin {
+            row(
+                &peers,
+                shape,
+                form,
+                pattern,
+                "not a cell: the reference's V1 source serves one of two services only",
+            );
+            return;
+        }
         let mut m = vec!["-s", &src_map, "-b", "127.0.0.1"];
         m.extend_from_slice(&more);
         let mut src = rig.start(&m, &rig.t.source_token, &[]);
         src.wait_line("-y V1 cannot serve a tunnel with several services");
         assert_eq!(src.exit_code(), 2);
         row(
-            "ours -> ours",
+            &peers,
             shape,
             form,
             pattern,
@@ -211,27 +308,50 @@ fn ours(shape: Shape, form: Form, pattern: Pattern, cell: u64) {
         );
         return;
     }
-    let _src = rig.source(&src_map, &more);
+    let src = start_source(&rig, src_bin, &src_map, &more);
     let len = 100_000;
+    let mut refusals = 0;
+    let (mut done, mut waited) = (0, false);
     match pattern {
         Pattern::BackToBack => {
             for (si, &port) in ports.iter().enumerate() {
                 for k in 0..PER_CELL {
+                    if matches!(src_bin, Bin::Peer(_)) && form != Form::V3 {
+                        // The reference closes and re-binds its listener after every
+                        // V1/V2 connection, and drops a client that comes before that:
+                        // wait for it to listen again (ours needs no wait).
+                        done += 1;
+                        if k > 0 {
+                            src.wait_nth_line(
+                                "Listening for new connection on port",
+                                ids.len() + done - 1,
+                            );
+                            waited = true;
+                        }
+                    }
                     // Connect, echo, close, and at once the next: no pause.
-                    let c = echo_check(port, &payload(cell, si, k, len));
+                    let c = match src_bin {
+                        Bin::Ours => TcpStream::connect(("127.0.0.1", port))
+                            .expect("connect to the source proxy"),
+                        Bin::Peer(_) => connect_counting_refusals(port, &mut refusals),
+                    };
+                    echo_on(&c, &payload(cell, si, k, len));
                     drop(c);
                 }
             }
         }
         Pattern::AtOnce => {
-            let conns: Vec<(TcpStream, usize, usize)> = ports
-                .iter()
-                .enumerate()
-                .flat_map(|(si, &port)| {
-                    (0..PER_CELL)
-                        .map(move |k| (TcpStream::connect(("127.0.0.1", port)).unwrap(), si, k))
-                })
-                .collect();
+            let mut conns: Vec<(TcpStream, usize, usize)> = Vec::new();
+            for (si, &port) in ports.iter().enumerate() {
+                for k in 0..PER_CELL {
+                    let c = match src_bin {
+                        Bin::Ours => TcpStream::connect(("127.0.0.1", port))
+                            .expect("connect to the source proxy"),
+                        Bin::Peer(_) => connect_counting_refusals(port, &mut refusals),
+                    };
+                    conns.push((c, si, k));
+                }
+            }
             let workers: Vec<_> = conns
                 .into_iter()
                 .map(|(c, si, k)| {
@@ -256,7 +376,7 @@ fn ours(shape: Shape, form: Form, pattern: Pattern, cell: u64) {
         );
     }
     let cell_name = format!(
-        "ours {shape:?} {form:?} {pattern:?}{}",
+        "{peers} {shape:?} {form:?} {pattern:?}{}",
         if unnamed { " (unnamed mappings)" } else { "" }
     );
     let src_rec = rig.tb.recorded(&rig.t, Mode::Source);
@@ -284,13 +404,42 @@ fn ours(shape: Shape, form: Form, pattern: Pattern, cell: u64) {
     // the echo already proved the bytes; the recording shows the form.
     let dst_rec = rig.tb.recorded(&rig.t, Mode::Destination);
     let answered = check_answers(&src_rec, &dst_rec, &cell_name);
+    let mut note = String::new();
+    if refusals > 0 {
+        note +=
+            &format!(" ({refusals} connects refused: the reference logs \"Listening\" before it listens, and re-binds after each V1/V2 connection)");
+    }
+    if waited {
+        note += " (each client waited for the source to listen again)";
+    }
     row(
-        "ours -> ours",
+        &peers,
         shape,
         form,
         pattern,
-        &format!("ok, destination answered {answered}"),
+        &format!("ok, destination answered {answered}{note}"),
     );
+}
+
+/// Connects to another build's source listener. The reference closes and re-binds its
+/// listener after every V1/V2 connection, so a client that reconnects at once can be
+/// refused: retry and count, so the table shows it.
+fn connect_counting_refusals(port: u16, refusals: &mut usize) -> TcpStream {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => return c,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                *refusals += 1;
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the source never listened again"
+                );
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("connect to the source proxy: {e}"),
+        }
+    }
 }
 
 /// Collects echoed DATA per (service id, connection id) until each has `len` bytes.
@@ -482,6 +631,10 @@ fn run_shape(shape: Shape, base: u64) {
     for (n, (form, pattern)) in CELLS.into_iter().enumerate() {
         ours(shape, form, pattern, base + n as u64);
         reference_source(shape, form, pattern, base + 50 + n as u64);
+        if let Some(p) = peer() {
+            live(shape, form, pattern, base + 20 + n as u64, &p, &Bin::Ours);
+            live(shape, form, pattern, base + 30 + n as u64, &Bin::Ours, &p);
+        }
     }
 }
 
