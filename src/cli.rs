@@ -127,7 +127,7 @@ pub const OPTIONS: &[OptSpec] = &[
         "src|source or dst|destination; needed only without -s and -d\n(the mapping then comes from --config-dir)"),
     opt(OptId::DestinationClientType, Some('y'), "destination-client-type", Some("V1|V2"),
         None, true,
-        "source: speak the V1 or V2 message format to an older destination\n(Device Client, Greengrass, console SSH, localproxy 1.x need V1)"),
+        "source: speak the V1 or V2 message format to an older destination\n(Device Client, Greengrass, console SSH, localproxy 1.x need V1);\none connection per service at a time; V1 only on one service"),
     opt(OptId::Config, None, "config", Some("FILE"), None, false,
         "read options from FILE: 'name = value' lines, long option names"),
     opt(OptId::ConfigDir, None, "config-dir", Some("DIR"), None, true,
