@@ -13,9 +13,7 @@
 //! methods of [`Testbed`]; every wait takes a timeout. It is not a load balancer, has
 //! no REST API and keeps everything in memory.
 
-pub mod bench;
 pub mod certs;
-pub mod demo;
 mod peer;
 pub mod scripted;
 

@@ -5,8 +5,8 @@
 //!
 //! It prints figures; it asserts nothing. Everything runs on 127.0.0.1.
 
-use super::{Mode, Testbed};
-use crate::sys;
+use localproxy::testbed::{Mode, Testbed};
+use localproxy::sys;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,9 @@
 //! `testbed demo` runs the service, a destination proxy to a local echo server and a
 //! source proxy, and pushes data through to show what happens.
 
+mod bench;
+mod demo;
+
 use localproxy::sys;
 use localproxy::testbed::Testbed;
 use std::path::PathBuf;
@@ -44,8 +47,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let code = match args.next().as_deref() {
         Some("serve") => serve(args.collect()),
-        Some("demo") => localproxy::testbed::demo::run(args.collect()),
-        Some("bench") => localproxy::testbed::bench::run(args.collect()),
+        Some("demo") => demo::run(args.collect()),
+        Some("bench") => bench::run(args.collect()),
         Some("-h") | Some("--help") | None => {
             print!("{HELP}");
             0

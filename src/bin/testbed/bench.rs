@@ -8,7 +8,7 @@
 //! cipher's own cost (`openssl speed`), and with `--instructions` instructions per MiB
 //! under valgrind's callgrind. It prints figures and asserts nothing.
 
-use super::demo::{cpu_seconds, echo_server, first_byte_ms, proxy_binary, round_trips, Child2};
+use crate::demo::{cpu_seconds, echo_server, first_byte_ms, proxy_binary, round_trips, Child2};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -80,7 +80,7 @@ fn target(kind: Kind, bytes: u64) -> std::io::Result<(u16, mpsc::Receiver<u64>)>
 fn transfer(kind: Kind, port: u16, bytes: u64, done: &mpsc::Receiver<u64>) -> Result<f64, String> {
     let mib = bytes as f64 / (1 << 20) as f64;
     match kind {
-        Kind::Echo => super::demo::echo_throughput(port, (bytes >> 20) as usize),
+        Kind::Echo => crate::demo::echo_throughput(port, (bytes >> 20) as usize),
         Kind::Upload => {
             let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
             let _ = s.set_nodelay(true);
