@@ -12,6 +12,7 @@
 
 pub mod connect;
 pub mod proxy;
+pub mod reconnect;
 
 use crate::config::{read_token_file, Config, Secret};
 use crate::local::{self, Command, Event, Shared};

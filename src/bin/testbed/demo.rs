@@ -5,8 +5,8 @@
 //!
 //! It prints figures; it asserts nothing. Everything runs on 127.0.0.1.
 
-use localproxy::testbed::{Mode, Testbed};
 use localproxy::sys;
+use localproxy::testbed::{Mode, Testbed};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
