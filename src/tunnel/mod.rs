@@ -23,6 +23,7 @@ use crate::session::{Input as SessionInput, Output, Session};
 use crate::sys::{self, Interest, PollSet, Recv};
 use crate::Exit;
 use native_tls::TlsConnector;
+use reconnect::{Beat, Decision, KeepAlive, Outcome, Policy, Reconnect};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -140,88 +141,109 @@ impl TunnelThread {
         }
     }
 
-    /// Connects, serves, reconnects; returns the process exit code.
+    /// Connects, serves, reconnects; returns the process exit code. What to do after
+    /// each attempt is the [`Reconnect`] machine's decision; this loop carries it out.
     pub fn run(mut self) -> Exit {
-        let mut failures: u32 = 0;
         let endpoint = format!(
             "wss://{}:{}",
             self.cfg.endpoint.host, self.cfg.endpoint.port
         );
+        let s = &self.cfg.settings;
+        let mut machine = Reconnect::new(Policy {
+            retry_delay: Duration::from_millis(s.ws_retry_delay_ms),
+            max_delay: Duration::from_millis(s.ws_retry_max_delay_ms),
+            connect_retries: s.ws_connect_retry_count,
+            reconnect_after_loss: s.ws_reconnect_on_data_error,
+            token_file: self.cfg.access_token_file.is_some(),
+        });
         loop {
-            self.phase = Phase::Connecting;
-            self.shared.tunnel_ready.store(false, Ordering::SeqCst);
-            match &self.web_proxy {
-                Some(p) => log::info!(
-                    "connecting to {endpoint} as {} through the proxy {p}",
-                    self.cfg.mode.as_str()
+            let (outcome, why) = self.attempt(&endpoint);
+            let random = self.random();
+            let mut decision = machine.after(outcome, random);
+            // One line for how the attempt ended, saying what comes next.
+            match (outcome, decision) {
+                (Outcome::Lost { .. }, Decision::Wait(_)) => {
+                    log::warn!("tunnel lost: {why}; reconnecting")
+                }
+                (Outcome::Lost { .. }, _) => log::error!(
+                    "tunnel lost: {why}; not reconnecting because websocket.reconnect_on_data_error is false"
                 ),
-                None => log::info!("connecting to {endpoint} as {}", self.cfg.mode.as_str()),
+                (Outcome::ConnectFailed, Decision::Wait(_)) => {
+                    log::warn!("cannot connect to {endpoint}: {why}")
+                }
+                (Outcome::ConnectFailed, _) => log::error!(
+                    "cannot connect to {endpoint}: {why}; giving up after {} attempt(s) (websocket.connect_retry_count = {})",
+                    machine.failures(),
+                    self.cfg.settings.ws_connect_retry_count
+                ),
+                (Outcome::Refused, Decision::WaitForToken { .. }) => log::warn!("{why}"),
+                (Outcome::Refused, _) => log::error!("{why}"),
+                _ => {}
             }
-            self.refresh_token();
-            let s = &self.cfg.settings;
-            let target = connect::Target {
-                host: &self.cfg.endpoint.host,
-                port: self.cfg.endpoint.port,
-                mode: self.cfg.mode,
-                access_token: &self.access_token,
-                client_token: self.cfg.client_token.as_ref(),
-                subprotocol: &s.ws_subprotocol,
-                tls: &self.tls,
-                ws_config: connect::ws_config(s.ws_read_buffer_size, s.ws_write_buffer_size),
-                proxy: self.web_proxy.as_ref(),
-            };
-            match connect::connect(&target) {
-                Ok(opened) => {
-                    let (end, was_ready) = self.serve(opened);
-                    match end {
-                        End::Closed | End::Shutdown => return Exit::Ok,
-                        End::Fatal(x) => return x,
-                        End::Lost(why) => {
-                            self.reconnects += 1;
-                            if !self.cfg.settings.ws_reconnect_on_data_error {
-                                log::error!(
-                                    "tunnel lost: {why}; not reconnecting because websocket.reconnect_on_data_error is false"
-                                );
-                                return Exit::GaveUp;
-                            }
-                            log::warn!("tunnel lost: {why}; reconnecting");
-                            if was_ready {
-                                failures = 0;
-                            }
-                            failures += 1;
+            loop {
+                match decision {
+                    Decision::Connect => break,
+                    Decision::Wait(delay) => {
+                        log::info!("next attempt in {:.1} s", delay.as_secs_f64());
+                        if let Some(x) = self.wait_offline(Instant::now() + delay) {
+                            return x;
                         }
+                        break;
                     }
-                }
-                Err(e) if !e.retryable() => {
-                    let Some(path) = self.cfg.access_token_file.clone() else {
-                        log::error!("{e}");
-                        return Exit::Rejected;
-                    };
-                    log::warn!("{e}");
-                    log::warn!("waiting for a new access token in {}", path.display());
-                    if let Some(x) = self.wait_new_token(&path) {
-                        return x;
+                    Decision::WaitForToken { every } => {
+                        let path = self.cfg.access_token_file.clone().unwrap_or_default();
+                        log::warn!("waiting for a new access token in {}", path.display());
+                        if let Some(x) = self.wait_new_token(&path, every) {
+                            return x;
+                        }
+                        decision = machine.token_changed();
                     }
-                    failures = 0;
-                    continue;
-                }
-                Err(e) => {
-                    failures += 1;
-                    let max = self.cfg.settings.ws_connect_retry_count;
-                    if max >= 0 && i64::from(failures) > max {
-                        log::error!(
-                            "cannot connect to {endpoint}: {e}; giving up after {failures} attempt(s) (websocket.connect_retry_count = {max})"
-                        );
-                        return Exit::GaveUp;
-                    }
-                    log::warn!("cannot connect to {endpoint}: {e}");
+                    Decision::Exit(x) => return x,
                 }
             }
-            let delay = self.backoff(failures);
-            log::info!("next attempt in {:.1} s", delay.as_secs_f64());
-            if let Some(end) = self.wait_offline(Instant::now() + delay) {
-                return end;
+        }
+    }
+
+    /// One connect attempt and, if it opens, the session it carries. Returns how it
+    /// ended and why, for the caller's log line.
+    fn attempt(&mut self, endpoint: &str) -> (Outcome, String) {
+        self.phase = Phase::Connecting;
+        self.shared.tunnel_ready.store(false, Ordering::SeqCst);
+        match &self.web_proxy {
+            Some(p) => log::info!(
+                "connecting to {endpoint} as {} through the proxy {p}",
+                self.cfg.mode.as_str()
+            ),
+            None => log::info!("connecting to {endpoint} as {}", self.cfg.mode.as_str()),
+        }
+        self.refresh_token();
+        let s = &self.cfg.settings;
+        let target = connect::Target {
+            host: &self.cfg.endpoint.host,
+            port: self.cfg.endpoint.port,
+            mode: self.cfg.mode,
+            access_token: &self.access_token,
+            client_token: self.cfg.client_token.as_ref(),
+            subprotocol: &s.ws_subprotocol,
+            tls: &self.tls,
+            ws_config: connect::ws_config(s.ws_read_buffer_size, s.ws_write_buffer_size),
+            proxy: self.web_proxy.as_ref(),
+        };
+        match connect::connect(&target) {
+            Ok(opened) => {
+                let (end, was_ready) = self.serve(opened);
+                match end {
+                    End::Closed => (Outcome::Closed, String::new()),
+                    End::Shutdown => (Outcome::Shutdown, String::new()),
+                    End::Fatal(x) => (Outcome::Fatal(x), String::new()),
+                    End::Lost(why) => {
+                        self.reconnects += 1;
+                        (Outcome::Lost { was_ready }, why)
+                    }
+                }
             }
+            Err(e) if !e.retryable() => (Outcome::Refused, e.to_string()),
+            Err(e) => (Outcome::ConnectFailed, e.to_string()),
         }
     }
 
@@ -240,10 +262,9 @@ impl TunnelThread {
         }
     }
 
-    /// After a refusal: checks the token file every retry interval until it holds a
-    /// different token. Returns an exit code if the thread must stop meanwhile.
-    fn wait_new_token(&mut self, path: &std::path::Path) -> Option<Exit> {
-        let every = Duration::from_millis(self.cfg.settings.ws_retry_delay_ms.max(1));
+    /// After a refusal: checks the token file every `every` until it holds a different
+    /// token. Returns an exit code if the thread must stop meanwhile.
+    fn wait_new_token(&mut self, path: &std::path::Path, every: Duration) -> Option<Exit> {
         loop {
             if let Some(x) = self.wait_offline(Instant::now() + every) {
                 return Some(x);
@@ -255,24 +276,6 @@ impl TunnelThread {
                 }
             }
         }
-    }
-
-    /// Exponential backoff with jitter: the first retry after retry_delay_ms, then a
-    /// random delay between retry_delay_ms and a ceiling that doubles per failure up to
-    /// websocket.retry_max_delay_ms.
-    fn backoff(&mut self, failures: u32) -> Duration {
-        let s = &self.cfg.settings;
-        let base = s.ws_retry_delay_ms;
-        let cap = s.ws_retry_max_delay_ms.max(base);
-        let ceiling = base
-            .saturating_mul(1u64 << failures.saturating_sub(1).min(30))
-            .min(cap);
-        let ms = if ceiling <= base {
-            base
-        } else {
-            base + self.random() % (ceiling - base + 1)
-        };
-        Duration::from_millis(ms)
     }
 
     fn random(&mut self) -> u64 {
@@ -368,9 +371,8 @@ impl TunnelThread {
         self.outs = outs;
         let fd = ws.get_ref().tcp().as_raw_fd();
         let waker = self.rx.waker().clone();
-        let period = Duration::from_millis(self.cfg.settings.ws_ping_period_ms.max(1));
-        let mut next_ping = Instant::now();
-        let mut last_heard = Instant::now();
+        let period = Duration::from_millis(self.cfg.settings.ws_ping_period_ms);
+        let mut keepalive = KeepAlive::new(Instant::now(), period);
         let mut inbuf: Vec<u8> = Vec::new();
         let mut write_blocked = false;
         // Whether a read may find something: after poll says readable, and until a read
@@ -403,14 +405,14 @@ impl TunnelThread {
             while reading {
                 match ws.read() {
                     Ok(Message::Binary(b)) => {
-                        last_heard = Instant::now();
+                        keepalive.heard(Instant::now());
                         if let Err(end) = self.on_binary(b, &mut inbuf, ws) {
                             return end;
                         }
                         can_read = self.may_read();
                         reading = can_read;
                     }
-                    Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => last_heard = Instant::now(),
+                    Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => keepalive.heard(Instant::now()),
                     Ok(Message::Text(_)) => crate::peer_log!(
                         Noise::Malformed,
                         log::Level::Warn,
@@ -443,18 +445,25 @@ impl TunnelThread {
                     Err(e) => return End::Lost(describe_ws_error(&e)),
                 }
             }
+            let now = Instant::now();
             if !can_read {
                 // We are the ones not reading: silence is not evidence of a dead peer.
-                last_heard = Instant::now();
+                keepalive.not_reading(now);
             }
-
-            let now = Instant::now();
-            if now >= next_ping {
-                let payload = epoch_ms().to_string();
-                if let Err(end) = write_ws(ws, Message::Ping(Bytes::from(payload))) {
-                    return end;
+            match keepalive.poll(now) {
+                Beat::Ping => {
+                    let payload = epoch_ms().to_string();
+                    if let Err(end) = write_ws(ws, Message::Ping(Bytes::from(payload))) {
+                        return end;
+                    }
                 }
-                next_ping = now + period;
+                Beat::Dead(silent) => {
+                    return End::Lost(format!(
+                        "no answer from the service for {:.1} s",
+                        silent.as_secs_f64()
+                    ))
+                }
+                Beat::Idle => {}
             }
             match ws.flush() {
                 Ok(()) => write_blocked = false,
@@ -462,13 +471,6 @@ impl TunnelThread {
                     write_blocked = true
                 }
                 Err(e) => return End::Lost(describe_ws_error(&e)),
-            }
-            let dead_at = last_heard + 2 * period;
-            if now >= dead_at {
-                return End::Lost(format!(
-                    "no answer from the service for {:.1} s",
-                    (now - last_heard).as_secs_f64()
-                ));
             }
 
             set.clear();
@@ -480,7 +482,7 @@ impl TunnelThread {
                     write: write_blocked,
                 },
             );
-            let mut deadline = next_ping.min(dead_at);
+            let mut deadline = keepalive.deadline();
             if let Some(due) = logging::flush_noise() {
                 deadline = deadline.min(due);
             }

@@ -61,24 +61,12 @@ pub enum Decision {
     Exit(Exit),
 }
 
-/// Why a [`Decision::Exit`] was taken, for the log line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GaveUp {
-    /// websocket.connect_retry_count failed connects in a row.
-    Retries(u32),
-    /// websocket.reconnect_on_data_error is false.
-    NoReconnect,
-    /// A refused token and no --access-token-file.
-    Refused,
-}
-
 /// The reconnect machine. `failures` counts attempts in a row that did not reach a
 /// ready session.
 #[derive(Clone, Debug)]
 pub struct Reconnect {
     policy: Policy,
     failures: u32,
-    gave_up: Option<GaveUp>,
 }
 
 impl Reconnect {
@@ -86,18 +74,12 @@ impl Reconnect {
         Reconnect {
             policy,
             failures: 0,
-            gave_up: None,
         }
     }
 
     /// Attempts in a row that did not reach a ready session.
     pub fn failures(&self) -> u32 {
         self.failures
-    }
-
-    /// Why the last [`Decision::Exit`] gave up, if it did.
-    pub fn gave_up(&self) -> Option<GaveUp> {
-        self.gave_up
     }
 
     /// What to do after `outcome`. `random` is any random number (for the jitter).
@@ -111,13 +93,11 @@ impl Reconnect {
                         every: self.policy.retry_delay.max(Duration::from_millis(1)),
                     }
                 } else {
-                    self.gave_up = Some(GaveUp::Refused);
                     Decision::Exit(Exit::Rejected)
                 }
             }
             Outcome::Lost { was_ready } => {
                 if !self.policy.reconnect_after_loss {
-                    self.gave_up = Some(GaveUp::NoReconnect);
                     return Decision::Exit(Exit::GaveUp);
                 }
                 if was_ready {
@@ -130,7 +110,6 @@ impl Reconnect {
                 self.failures = self.failures.saturating_add(1);
                 let max = self.policy.connect_retries;
                 if max >= 0 && i64::from(self.failures) > max {
-                    self.gave_up = Some(GaveUp::Retries(self.failures));
                     return Decision::Exit(Exit::GaveUp);
                 }
                 Decision::Wait(self.backoff(random))
@@ -302,7 +281,6 @@ mod tests {
             m.after(Outcome::ConnectFailed, 0),
             Decision::Exit(Exit::GaveUp)
         );
-        assert_eq!(m.gave_up(), Some(GaveUp::Retries(3)));
     }
 
     #[test]
@@ -349,14 +327,12 @@ mod tests {
             m.after(Outcome::Lost { was_ready: true }, 0),
             Decision::Exit(Exit::GaveUp)
         );
-        assert_eq!(m.gave_up(), Some(GaveUp::NoReconnect));
     }
 
     #[test]
     fn a_refusal_exits_3_without_a_token_file_and_waits_for_a_token_with_one() {
         let mut m = Reconnect::new(policy());
         assert_eq!(m.after(Outcome::Refused, 0), Decision::Exit(Exit::Rejected));
-        assert_eq!(m.gave_up(), Some(GaveUp::Refused));
         let mut p = policy();
         p.token_file = true;
         let mut m = Reconnect::new(p);
