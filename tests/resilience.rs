@@ -397,3 +397,40 @@ fn user_option_drops_root_after_binding_a_low_port() {
         );
     });
 }
+
+#[test]
+fn a_listen_address_given_by_name_is_looked_up_and_retried_while_the_port_is_taken() {
+    watchdog(LIMIT, || {
+        let r = Rig::new("bind-name", &["A"], &[("tcp.connection_retry_count", "-1")]);
+        let echo = echo_server();
+        let _dst = r.destination(&format!("A={}", echo.port), &[]);
+        // Hold the port on every address the name stands for.
+        let port = free_port();
+        let addrs: Vec<std::net::SocketAddr> =
+            std::net::ToSocketAddrs::to_socket_addrs(&("localhost", port))
+                .unwrap()
+                .collect();
+        let holders: Vec<std::net::TcpListener> = addrs
+            .iter()
+            .filter_map(|a| std::net::TcpListener::bind(a).ok())
+            .collect();
+        assert!(!holders.is_empty(), "cannot hold port {port} on {addrs:?}");
+        let src = r.start(
+            &["-s", &format!("A={port}"), "-b", "localhost"],
+            &r.t.source_token,
+            &[],
+        );
+        src.wait_line(&format!("cannot listen on localhost:{port}"));
+        drop(holders);
+        let line = src.wait_line("listening on");
+        let addr: std::net::SocketAddr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        assert_eq!(addr.port(), port);
+        let c = TcpStream::connect(addr).unwrap();
+        echo_on(&c, &pattern(100_000, 1));
+    });
+}

@@ -1,6 +1,7 @@
-//! Opening the TLS WebSocket to the tunneling service: DNS with a deadline, TCP with a
-//! timeout, TLS 1.2+ with SNI and host-name verification, then the upgrade request of
-//! protocol.md §1.3 with every header the service expects.
+//! Opening the TLS WebSocket to the tunneling service: DNS with a deadline (on a lookup
+//! thread, see [`crate::resolve`]), TCP with a timeout, TLS 1.2+ with SNI and host-name
+//! verification, then the upgrade request of protocol.md §1.3 with every header the
+//! service expects.
 //!
 //! Each phase has its own named timeout, so a connect attempt can never hang. What to do
 //! after a failure (retry, wait, give up) is the caller's business: [`ConnectError`]
@@ -12,7 +13,7 @@ use crate::protocol::{Version, MAX_WS_FRAME};
 use native_tls::{HandshakeError as TlsHandshakeError, TlsConnector, TlsStream};
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -304,26 +305,19 @@ fn tls_failure(e: &native_tls::Error) -> String {
     }
 }
 
-/// Resolves `host` on a throwaway thread so a stuck resolver costs at most DNS_TIMEOUT.
+/// Resolves `host` on a lookup thread so a stuck resolver costs at most DNS_TIMEOUT.
 fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
+    if let Some(ip) = crate::resolve::ip_literal(host) {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let (tx, rx) = mpsc::channel();
-    let name = host.to_string();
-    std::thread::Builder::new()
-        .name("dns".into())
-        .spawn(move || {
-            let r = (name.as_str(), port)
-                .to_socket_addrs()
-                .map(|a| a.collect::<Vec<_>>());
-            let _ = tx.send(r);
-        })
-        .map_err(|e| ConnectError::Resolve(e.to_string()))?;
+    crate::resolve::spawn(host, port, move |r| {
+        // A late answer finds nobody waiting.
+        let _ = tx.send(r);
+    })
+    .map_err(|e| ConnectError::Resolve(e.to_string()))?;
     match rx.recv_timeout(DNS_TIMEOUT) {
-        Ok(Ok(a)) if !a.is_empty() => Ok(a),
-        Ok(Ok(_)) => Err(ConnectError::Resolve(format!("{host} has no address"))),
+        Ok(Ok(a)) => Ok(a),
         Ok(Err(e)) => Err(ConnectError::Resolve(format!("{host}: {e}"))),
         Err(_) => Err(ConnectError::Resolve(format!(
             "{host}: no answer within {} s",
