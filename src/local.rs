@@ -4,7 +4,7 @@
 //!
 //! It makes no protocol decisions: the tunnel thread's session tells it what to listen
 //! on, connect, write and close, and it reports accepts, connects, reads and closes back.
-//! It blocks only in `poll(2)`; connects are non-blocking with
+//! It blocks only in `poll(2)`; connects (TCP and Unix sockets) are non-blocking with
 //! retries on timers, and name lookups (destination hosts, listen addresses) run on
 //! throwaway threads ([`crate::resolve`]), so a slow or black-holed target or resolver
 //! never delays data on another connection. Memory is bounded by two shared byte
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::Bytes;
 
-/// How long one TCP connect attempt to a destination target may take.
+/// How long one connect attempt to a destination target (TCP or Unix socket) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long queued data may take to drain when the process stops.
 pub const FLUSH_ON_EXIT: Duration = Duration::from_millis(1000);
@@ -187,6 +187,12 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.write(buf),
             Sock::Unix(s) => s.write(buf),
+        }
+    }
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Sock::Tcp(s) => s.take_error(),
+            Sock::Unix(s) => s.take_error(),
         }
     }
     fn shutdown(&self) {
@@ -681,10 +687,16 @@ impl LocalThread {
             return;
         };
         if let Some(Target::Unix(path)) = &c.target {
-            match UnixStream::connect(path).and_then(|s| s.set_nonblocking(true).map(|_| s)) {
-                Ok(s) => {
+            match sys::connect_unix_nonblocking(path) {
+                Ok((s, true)) => {
                     c.sock = Some(Sock::Unix(s));
                     self.connected(local);
+                }
+                Ok((s, false)) => {
+                    c.sock = Some(Sock::Unix(s));
+                    c.state = State::Connecting {
+                        deadline: Instant::now() + CONNECT_TIMEOUT,
+                    };
                 }
                 Err(e) => self.connect_error(local, e),
             }
@@ -773,8 +785,8 @@ impl LocalThread {
         };
         if let State::Connecting { .. } = c.state {
             let err = match &c.sock {
-                Some(Sock::Tcp(s)) => s.take_error().unwrap_or_else(Some),
-                _ => None,
+                Some(s) => s.take_error().unwrap_or_else(Some),
+                None => None,
             };
             match err {
                 None if r.write => self.connected(local),
