@@ -4,7 +4,7 @@
 //!
 //! Stopping is bounded: after SIGTERM/SIGINT the threads get [`STOP_TIMEOUT`] to send
 //! the close frame and flush local sockets; then the process exits regardless (a thread
-//! may still be inside a connect attempt, which has its own timeouts).
+//! may still be inside a connect attempt, which websocket.connect_timeout_ms bounds).
 
 use crate::config::{Config, Mode};
 use crate::local::{self, LocalThread, Shared};

@@ -22,6 +22,10 @@ const MAX_BUFFER: usize = 16 << 20;
 /// Upper bound for every delay and period: one day. Keeps `Instant + Duration` far from
 /// overflow (which would panic) whatever the file says.
 const MAX_MS: u64 = 86_400_000;
+/// Bounds of websocket.connect_timeout_ms: a TLS handshake over a slow link needs a
+/// second or more; ten minutes is far beyond any sane wait for one attempt.
+const MIN_CONNECT_TIMEOUT_MS: u64 = 1000;
+const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
 
 /// All tunable values. Field comments name the JSON key under `tunneling.proxy.`.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +62,10 @@ pub struct Settings {
     pub ws_retry_max_delay_ms: u64,
     /// `websocket.connect_retry_count`: -1 = forever; 4xx is never retried.
     pub ws_connect_retry_count: i64,
+    /// `websocket.connect_timeout_ms` (ours): bound of one whole connect attempt (name
+    /// lookup, TCP, web proxy, TLS handshake, WebSocket upgrade); a timed-out attempt
+    /// is retried like any other failure.
+    pub ws_connect_timeout_ms: u64,
     /// `websocket.reconnect_on_data_error`: reconnect (true) or exit after a session error.
     pub ws_reconnect_on_data_error: bool,
     /// `websocket.subprotocol`: offered in `Sec-WebSocket-Protocol`.
@@ -98,6 +106,7 @@ impl Default for Settings {
             ws_retry_delay_ms: 2500,
             ws_retry_max_delay_ms: 60000,
             ws_connect_retry_count: -1,
+            ws_connect_timeout_ms: 30000,
             ws_reconnect_on_data_error: true,
             ws_subprotocol: crate::protocol::SUBPROTOCOL_V3.into(),
             ws_max_frame_size: 131076,
@@ -170,6 +179,10 @@ impl Settings {
         n(
             "websocket.connect_retry_count",
             self.ws_connect_retry_count.to_string(),
+        );
+        n(
+            "websocket.connect_timeout_ms",
+            self.ws_connect_timeout_ms.to_string(),
         );
         n(
             "websocket.reconnect_on_data_error",
@@ -293,6 +306,7 @@ impl Settings {
             "websocket.retry_delay_ms" => self.ws_retry_delay_ms = unsigned(t)?,
             "websocket.retry_max_delay_ms" => self.ws_retry_max_delay_ms = unsigned(t)?,
             "websocket.connect_retry_count" => self.ws_connect_retry_count = count(t)?,
+            "websocket.connect_timeout_ms" => self.ws_connect_timeout_ms = unsigned(t)?,
             "websocket.reconnect_on_data_error" => self.ws_reconnect_on_data_error = boolean(t)?,
             "websocket.subprotocol" => self.ws_subprotocol = t.to_string(),
             "websocket.max_frame_size" => self.ws_max_frame_size = unsigned(t)?,
@@ -424,6 +438,12 @@ impl Settings {
             MAX_MS,
         )?;
         retries("websocket.connect_retry_count", self.ws_connect_retry_count)?;
+        range(
+            "websocket.connect_timeout_ms",
+            self.ws_connect_timeout_ms,
+            MIN_CONNECT_TIMEOUT_MS,
+            MAX_CONNECT_TIMEOUT_MS,
+        )?;
         if Version::from_subprotocol(&self.ws_subprotocol).is_none() {
             return err(
                 "websocket.subprotocol",
@@ -642,6 +662,7 @@ mod tests {
             ws_retry_delay_ms: 100,
             ws_retry_max_delay_ms: 200,
             ws_connect_retry_count: 7,
+            ws_connect_timeout_ms: 5000,
             ws_reconnect_on_data_error: false,
             ws_subprotocol: crate::protocol::SUBPROTOCOL_V2.into(),
             ws_max_frame_size: 30000,
@@ -752,6 +773,14 @@ mod tests {
             (
                 r#""websocket": {"connect_retry_count": "-2"}"#,
                 "connect_retry_count: -2 is out of range",
+            ),
+            (
+                r#""websocket": {"connect_timeout_ms": "0"}"#,
+                "connect_timeout_ms: 0 is out of range; give a number from 1000 to 600000",
+            ),
+            (
+                r#""websocket": {"connect_timeout_ms": "86400000"}"#,
+                "connect_timeout_ms: 86400000 is out of range",
             ),
             (
                 r#""websocket": {"reconnect_on_data_error": "maybe"}"#,

@@ -41,6 +41,7 @@ fn connect_as(
         tls: &tls,
         ws_config: connect::ws_config(65536, 65536),
         proxy: None,
+        timeout: WAIT,
     };
     let Opened {
         mut ws, version, ..

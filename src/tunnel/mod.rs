@@ -168,6 +168,7 @@ impl TunnelThread {
                 tls: &self.tls,
                 ws_config: connect::ws_config(s.ws_read_buffer_size, s.ws_write_buffer_size),
                 proxy: self.web_proxy.as_ref(),
+                timeout: Duration::from_millis(s.ws_connect_timeout_ms),
             };
             match connect::connect(&target) {
                 Ok(opened) => {
