@@ -160,7 +160,8 @@ impl Counter {
 /// Limits and retry policy of the local side.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest read per DATA message (max_payload_size).
+    /// Largest read from a local socket, so the largest DATA payload:
+    /// tcp.read_buffer_size, at most message.max_payload_size.
     pub read_chunk: usize,
     /// Bound of `Shared::to_tunnel`.
     pub to_tunnel_max: usize,

@@ -48,7 +48,8 @@ pub struct Settings {
     pub tcp_connection_retry_count: i64,
     /// `tcp.connection_retry_delay_ms`.
     pub tcp_connection_retry_delay_ms: u64,
-    /// `tcp.read_buffer_size`: per-connection read chunk.
+    /// `tcp.read_buffer_size`: largest read from a local socket, so the largest DATA
+    /// payload we send (at most `message.max_payload_size`).
     pub tcp_read_buffer_size: usize,
     /// `tcp.write_buffer_size`: per-connection bound on bytes waiting for the local socket.
     pub tcp_write_buffer_size: usize,
@@ -70,7 +71,8 @@ pub struct Settings {
     pub ws_reconnect_on_data_error: bool,
     /// `websocket.subprotocol`: offered in `Sec-WebSocket-Protocol`.
     pub ws_subprotocol: String,
-    /// `websocket.max_frame_size`: largest WebSocket frame accepted.
+    /// `websocket.max_frame_size`: largest WebSocket frame (and message) accepted from the
+    /// service; a larger one is a data error that ends the connection.
     pub ws_max_frame_size: usize,
     /// `websocket.write_buffer_size`: bound on bytes queued towards the tunnel.
     pub ws_write_buffer_size: usize,
@@ -781,6 +783,14 @@ mod tests {
             (
                 r#""websocket": {"connect_timeout_ms": "86400000"}"#,
                 "connect_timeout_ms: 86400000 is out of range",
+            ),
+            (
+                r#""tcp": {"read_buffer_size": "0"}"#,
+                "tcp.read_buffer_size: 0 is out of range; give a number from 1 to",
+            ),
+            (
+                r#""websocket": {"max_frame_size": "0"}"#,
+                "websocket.max_frame_size: 0 is out of range; give a number from 65538 to",
             ),
             (
                 r#""websocket": {"reconnect_on_data_error": "maybe"}"#,

@@ -448,8 +448,9 @@ fn tcp_connect(
     Err(ConnectError::Tcp(last))
 }
 
-/// The WebSocket limits the protocol needs: frames and messages of at most 131076 bytes.
-pub fn ws_config(read_buffer: usize, write_buffer: usize) -> WebSocketConfig {
+/// The WebSocket limits: frames and messages we accept of at most `max_frame` bytes
+/// (websocket.max_frame_size; the service sends at most [`MAX_WS_FRAME`]).
+pub fn ws_config(read_buffer: usize, write_buffer: usize, max_frame: usize) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
     // tungstenite zero-fills this chunk on every read call (see READ_CHUNK).
     c.read_buffer_size = read_buffer.clamp(4096, READ_CHUNK);
@@ -457,8 +458,9 @@ pub fn ws_config(read_buffer: usize, write_buffer: usize) -> WebSocketConfig {
     // Room for the buffer plus two of the largest messages: the tunnel thread stops
     // queueing once a flush would block, so this bound is never reached in practice.
     c.max_write_buffer_size = c.write_buffer_size + 2 * (MAX_WS_FRAME + 16);
-    c.max_message_size = Some(MAX_WS_FRAME);
-    c.max_frame_size = Some(MAX_WS_FRAME);
+    // A message may span frames: it is held whole, so it gets the same bound.
+    c.max_message_size = Some(max_frame);
+    c.max_frame_size = Some(max_frame);
     c
 }
 
@@ -703,6 +705,13 @@ mod tests {
         stop.store(true, Ordering::SeqCst);
         drop(t);
         server.join().unwrap();
+    }
+
+    #[test]
+    fn the_frame_limit_is_the_setting_for_frames_and_messages() {
+        let c = ws_config(131076, 131076, 70000);
+        assert_eq!(c.max_frame_size, Some(70000));
+        assert_eq!(c.max_message_size, Some(70000));
     }
 
     #[test]
