@@ -10,6 +10,7 @@
 //! - [`trust`]: which CA certificates verify the service (system store or built-in roots).
 //! - [`tunnel`]: the thread that owns the TLS WebSocket (connect, pings, reconnect).
 //! - [`local`]: the thread that owns every TCP socket.
+//! - [`resolve`]: name lookups on throwaway threads, so neither I/O thread blocks in them.
 //! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop.
 //! - [`testbed`]: the project's own double of the tunneling service (tests, `testbed` binary).
 //!
@@ -21,6 +22,7 @@ pub mod local;
 pub mod logging;
 pub mod notification;
 pub mod protocol;
+pub mod resolve;
 pub mod run;
 pub mod session;
 pub mod settings;

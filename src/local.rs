@@ -4,21 +4,24 @@
 //!
 //! It makes no protocol decisions: the tunnel thread's session tells it what to listen
 //! on, connect, write and close, and it reports accepts, connects, reads and closes back.
-//! It blocks only in `poll(2)`; connects are non-blocking with retries on timers, name
-//! lookups run on throwaway threads, so a slow or black-holed target never delays data
-//! on another connection. Memory is bounded by two shared byte counters ([`Shared`]):
-//! reading stops while too much is queued towards the tunnel, and the tunnel thread
-//! stops reading the WebSocket while too much is queued towards local sockets.
+//! It blocks only in `poll(2)`; connects (TCP and Unix sockets) are non-blocking with
+//! retries on timers, and name lookups (destination hosts, listen addresses) run on
+//! throwaway threads ([`crate::resolve`]), so a slow or black-holed target or resolver
+//! never delays data on another connection. Memory is bounded by two shared byte
+//! counters ([`Shared`]): reading stops while too much is queued towards the tunnel,
+//! and the tunnel thread stops reading the WebSocket while too much is queued towards
+//! local sockets.
 
 use crate::config::Target;
 use crate::logging::{self, Noise};
 use crate::protocol::DATA_HEADROOM;
+use crate::resolve;
 use crate::session::{shown, LocalId, ACCEPTED_ID_BASE};
 use crate::sys::{self, Interest, PollSet, Recv, Waker};
 use crate::tunnel::Input as TunnelInput;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::Bytes;
 
-/// How long one TCP connect attempt to a destination target may take.
+/// How long one connect attempt to a destination target (TCP or Unix socket) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long queued data may take to drain when the process stops.
 pub const FLUSH_ON_EXIT: Duration = Duration::from_millis(1000);
@@ -55,11 +58,22 @@ pub enum Command {
     Refuse { local: LocalId },
     /// Stop: flush what can be flushed within [`FLUSH_ON_EXIT`], close everything, return.
     Shutdown,
-    /// A name lookup for a destination connect finished (sent by the lookup thread).
+    /// A name lookup finished (sent by the lookup thread). Only the answer with the
+    /// awaited `ticket` is used: a connection or listener may have moved on since.
     Resolved {
-        local: LocalId,
+        of: Lookup,
+        ticket: u64,
         addrs: io::Result<Vec<SocketAddr>>,
     },
+}
+
+/// What a name lookup is for.
+#[derive(Clone, Copy, Debug)]
+pub enum Lookup {
+    /// A destination connect.
+    Conn(LocalId),
+    /// A source listener's bind address (index into the listeners).
+    Listener(usize),
 }
 
 /// What the local thread reports to the tunnel thread.
@@ -146,7 +160,8 @@ impl Counter {
 /// Limits and retry policy of the local side.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest read per DATA message (max_payload_size).
+    /// Largest read from a local socket, so the largest DATA payload:
+    /// tcp.read_buffer_size, at most message.max_payload_size.
     pub read_chunk: usize,
     /// Bound of `Shared::to_tunnel`.
     pub to_tunnel_max: usize,
@@ -175,6 +190,12 @@ impl Sock {
             Sock::Unix(s) => s.write(buf),
         }
     }
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Sock::Tcp(s) => s.take_error(),
+            Sock::Unix(s) => s.take_error(),
+        }
+    }
     fn shutdown(&self) {
         let _ = match self {
             Sock::Tcp(s) => s.shutdown(Shutdown::Both),
@@ -184,8 +205,10 @@ impl Sock {
 }
 
 enum State {
-    /// Waiting for a name lookup.
-    Resolving,
+    /// Waiting for the name lookup with this ticket (0: none started yet).
+    Resolving {
+        ticket: u64,
+    },
     /// Waiting until `at` to try again.
     Waiting {
         at: Instant,
@@ -223,6 +246,8 @@ struct Listener {
     sock: Option<TcpListener>,
     attempts: i64,
     retry_at: Option<Instant>,
+    /// The ticket of the name lookup under way.
+    resolving: Option<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -243,6 +268,8 @@ pub struct LocalThread {
     listeners: Vec<Listener>,
     conns: HashMap<LocalId, Conn>,
     next_accept_id: LocalId,
+    /// The last lookup ticket handed out.
+    last_ticket: u64,
     stopping: Option<Instant>,
 }
 
@@ -266,6 +293,7 @@ impl LocalThread {
             listeners: Vec::new(),
             conns: HashMap::new(),
             next_accept_id: ACCEPTED_ID_BASE + 1,
+            last_ticket: 0,
             stopping: None,
         }
     }
@@ -402,6 +430,7 @@ impl LocalThread {
                     sock: None,
                     attempts: 0,
                     retry_at: None,
+                    resolving: None,
                 });
                 let idx = self.listeners.len() - 1;
                 self.bind(idx);
@@ -440,8 +469,45 @@ impl LocalThread {
                     c.closing = true;
                 }
             }
-            Command::Resolved { local, addrs } => self.resolved(local, addrs),
+            Command::Resolved {
+                of: Lookup::Conn(local),
+                ticket,
+                addrs,
+            } => {
+                let awaited = self.conns.get(&local).is_some_and(
+                    |c| matches!(c.state, State::Resolving { ticket: t } if t == ticket),
+                );
+                if awaited {
+                    self.resolved(local, addrs);
+                }
+            }
+            Command::Resolved {
+                of: Lookup::Listener(idx),
+                ticket,
+                addrs,
+            } => {
+                if self
+                    .listeners
+                    .get(idx)
+                    .is_some_and(|l| l.resolving == Some(ticket))
+                {
+                    self.listen_on(idx, addrs);
+                }
+            }
         }
+    }
+
+    /// Starts a name lookup on a throwaway thread; its answer comes back as
+    /// [`Command::Resolved`] with the returned ticket.
+    fn start_lookup(&mut self, of: Lookup, host: &str, port: u16) -> io::Result<u64> {
+        self.last_ticket += 1;
+        let ticket = self.last_ticket;
+        let me = self.me.clone();
+        resolve::spawn(host, port, move |addrs| {
+            // The local thread may be gone (shutdown): then nobody waits for this.
+            let _ = me.send(Command::Resolved { of, ticket, addrs });
+        })?;
+        Ok(ticket)
     }
 
     fn timers(&mut self, now: Instant) {
@@ -474,21 +540,34 @@ impl LocalThread {
         }
     }
 
+    /// Binds listener `idx`: at once for an IP literal, else after a name lookup.
     fn bind(&mut self, idx: usize) {
         let l = &mut self.listeners[idx];
         l.retry_at = None;
-        let result = (l.host.as_str(), l.port)
-            .to_socket_addrs()
-            .and_then(|mut a| {
-                a.next().ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, "the name has no address")
-                })
-            })
-            .and_then(|addr| {
-                let s = TcpListener::bind(addr)?;
-                s.set_nonblocking(true)?;
-                Ok(s)
-            });
+        let (host, port) = (l.host.clone(), l.port);
+        if let Some(ip) = resolve::ip_literal(&host) {
+            self.listen_on(idx, Ok(vec![SocketAddr::new(ip, port)]));
+            return;
+        }
+        match self.start_lookup(Lookup::Listener(idx), &host, port) {
+            Ok(ticket) => self.listeners[idx].resolving = Some(ticket),
+            Err(e) => self.listen_on(idx, Err(e)),
+        }
+    }
+
+    /// Listens on the first address of a lookup's answer; on failure schedules a retry
+    /// (a new lookup and bind) or gives up after tcp.connection_retry_count.
+    fn listen_on(&mut self, idx: usize, addrs: io::Result<Vec<SocketAddr>>) {
+        let l = &mut self.listeners[idx];
+        l.resolving = None;
+        let result = addrs.and_then(|a| {
+            let addr = a.first().copied().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "the name has no address")
+            })?;
+            let s = TcpListener::bind(addr)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        });
         let name = if l.service_id.is_empty() {
             "(unnamed)".to_string()
         } else {
@@ -570,29 +649,24 @@ impl LocalThread {
 
     fn connect(&mut self, local: LocalId, service: usize, target: Target) {
         let peer = target.to_string();
-        let mut c = Conn::new(service, None, State::Resolving, peer);
+        let mut c = Conn::new(service, None, State::Resolving { ticket: 0 }, peer);
         c.target = Some(target.clone());
         self.conns.insert(local, c);
         match target {
             Target::Unix(_) => self.try_connect(local),
             Target::Tcp { host, port } => {
-                if let Ok(ip) = host.parse::<IpAddr>() {
+                if let Some(ip) = resolve::ip_literal(&host) {
                     self.resolved(local, Ok(vec![SocketAddr::new(ip, port)]));
-                } else {
-                    // getaddrinfo blocks; never on this thread.
-                    let me = self.me.clone();
-                    let spawned =
-                        std::thread::Builder::new()
-                            .name("lookup".into())
-                            .spawn(move || {
-                                let addrs = (host.as_str(), port)
-                                    .to_socket_addrs()
-                                    .map(|a| a.collect::<Vec<_>>());
-                                let _ = me.send(Command::Resolved { local, addrs });
-                            });
-                    if let Err(e) = spawned {
-                        self.resolved(local, Err(e));
+                    return;
+                }
+                // getaddrinfo blocks; never on this thread.
+                match self.start_lookup(Lookup::Conn(local), &host, port) {
+                    Ok(ticket) => {
+                        if let Some(c) = self.conns.get_mut(&local) {
+                            c.state = State::Resolving { ticket };
+                        }
                     }
+                    Err(e) => self.resolved(local, Err(e)),
                 }
             }
         }
@@ -621,10 +695,16 @@ impl LocalThread {
             return;
         };
         if let Some(Target::Unix(path)) = &c.target {
-            match UnixStream::connect(path).and_then(|s| s.set_nonblocking(true).map(|_| s)) {
-                Ok(s) => {
+            match sys::connect_unix_nonblocking(path) {
+                Ok((s, true)) => {
                     c.sock = Some(Sock::Unix(s));
                     self.connected(local);
+                }
+                Ok((s, false)) => {
+                    c.sock = Some(Sock::Unix(s));
+                    c.state = State::Connecting {
+                        deadline: Instant::now() + CONNECT_TIMEOUT,
+                    };
                 }
                 Err(e) => self.connect_error(local, e),
             }
@@ -713,8 +793,8 @@ impl LocalThread {
         };
         if let State::Connecting { .. } = c.state {
             let err = match &c.sock {
-                Some(Sock::Tcp(s)) => s.take_error().unwrap_or_else(Some),
-                _ => None,
+                Some(s) => s.take_error().unwrap_or_else(Some),
+                None => None,
             };
             match err {
                 None if r.write => self.connected(local),

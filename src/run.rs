@@ -4,7 +4,7 @@
 //!
 //! Stopping is bounded: after SIGTERM/SIGINT the threads get [`STOP_TIMEOUT`] to send
 //! the close frame and flush local sockets; then the process exits regardless (a thread
-//! may still be inside a connect attempt, which has its own timeouts).
+//! may still be inside a connect attempt, which websocket.connect_timeout_ms bounds).
 
 use crate::config::{Config, Mode};
 use crate::local::{self, LocalThread, Shared};
@@ -119,7 +119,8 @@ pub fn run(mut config: Config) -> Exit {
 fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
     let s = &config.settings;
     let limits = local::Limits {
-        read_chunk: s.max_payload_size,
+        // Each local read becomes one DATA message: no larger than either allows.
+        read_chunk: s.tcp_read_buffer_size.min(s.max_payload_size),
         to_tunnel_max: s.ws_write_buffer_size.max(s.max_payload_size),
         to_local_max: s.tcp_write_buffer_size.max(s.max_payload_size),
         retry_count: s.tcp_connection_retry_count,

@@ -22,6 +22,10 @@ const MAX_BUFFER: usize = 16 << 20;
 /// Upper bound for every delay and period: one day. Keeps `Instant + Duration` far from
 /// overflow (which would panic) whatever the file says.
 const MAX_MS: u64 = 86_400_000;
+/// Bounds of websocket.connect_timeout_ms: a TLS handshake over a slow link needs a
+/// second or more; ten minutes is far beyond any sane wait for one attempt.
+const MIN_CONNECT_TIMEOUT_MS: u64 = 1000;
+const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
 
 /// All tunable values. Field comments name the JSON key under `tunneling.proxy.`.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,7 +48,8 @@ pub struct Settings {
     pub tcp_connection_retry_count: i64,
     /// `tcp.connection_retry_delay_ms`.
     pub tcp_connection_retry_delay_ms: u64,
-    /// `tcp.read_buffer_size`: per-connection read chunk.
+    /// `tcp.read_buffer_size`: largest read from a local socket, so the largest DATA
+    /// payload we send (at most `message.max_payload_size`).
     pub tcp_read_buffer_size: usize,
     /// `tcp.write_buffer_size`: per-connection bound on bytes waiting for the local socket.
     pub tcp_write_buffer_size: usize,
@@ -58,11 +63,16 @@ pub struct Settings {
     pub ws_retry_max_delay_ms: u64,
     /// `websocket.connect_retry_count`: -1 = forever; 4xx is never retried.
     pub ws_connect_retry_count: i64,
+    /// `websocket.connect_timeout_ms` (ours): bound of one whole connect attempt (name
+    /// lookup, TCP, web proxy, TLS handshake, WebSocket upgrade); a timed-out attempt
+    /// is retried like any other failure.
+    pub ws_connect_timeout_ms: u64,
     /// `websocket.reconnect_on_data_error`: reconnect (true) or exit after a session error.
     pub ws_reconnect_on_data_error: bool,
     /// `websocket.subprotocol`: offered in `Sec-WebSocket-Protocol`.
     pub ws_subprotocol: String,
-    /// `websocket.max_frame_size`: largest WebSocket frame accepted.
+    /// `websocket.max_frame_size`: largest WebSocket frame (and message) accepted from the
+    /// service; a larger one is a data error that ends the connection.
     pub ws_max_frame_size: usize,
     /// `websocket.write_buffer_size`: bound on bytes queued towards the tunnel.
     pub ws_write_buffer_size: usize,
@@ -98,6 +108,7 @@ impl Default for Settings {
             ws_retry_delay_ms: 2500,
             ws_retry_max_delay_ms: 60000,
             ws_connect_retry_count: -1,
+            ws_connect_timeout_ms: 30000,
             ws_reconnect_on_data_error: true,
             ws_subprotocol: crate::protocol::SUBPROTOCOL_V3.into(),
             ws_max_frame_size: 131076,
@@ -170,6 +181,10 @@ impl Settings {
         n(
             "websocket.connect_retry_count",
             self.ws_connect_retry_count.to_string(),
+        );
+        n(
+            "websocket.connect_timeout_ms",
+            self.ws_connect_timeout_ms.to_string(),
         );
         n(
             "websocket.reconnect_on_data_error",
@@ -293,6 +308,7 @@ impl Settings {
             "websocket.retry_delay_ms" => self.ws_retry_delay_ms = unsigned(t)?,
             "websocket.retry_max_delay_ms" => self.ws_retry_max_delay_ms = unsigned(t)?,
             "websocket.connect_retry_count" => self.ws_connect_retry_count = count(t)?,
+            "websocket.connect_timeout_ms" => self.ws_connect_timeout_ms = unsigned(t)?,
             "websocket.reconnect_on_data_error" => self.ws_reconnect_on_data_error = boolean(t)?,
             "websocket.subprotocol" => self.ws_subprotocol = t.to_string(),
             "websocket.max_frame_size" => self.ws_max_frame_size = unsigned(t)?,
@@ -424,6 +440,12 @@ impl Settings {
             MAX_MS,
         )?;
         retries("websocket.connect_retry_count", self.ws_connect_retry_count)?;
+        range(
+            "websocket.connect_timeout_ms",
+            self.ws_connect_timeout_ms,
+            MIN_CONNECT_TIMEOUT_MS,
+            MAX_CONNECT_TIMEOUT_MS,
+        )?;
         if Version::from_subprotocol(&self.ws_subprotocol).is_none() {
             return err(
                 "websocket.subprotocol",
@@ -642,6 +664,7 @@ mod tests {
             ws_retry_delay_ms: 100,
             ws_retry_max_delay_ms: 200,
             ws_connect_retry_count: 7,
+            ws_connect_timeout_ms: 5000,
             ws_reconnect_on_data_error: false,
             ws_subprotocol: crate::protocol::SUBPROTOCOL_V2.into(),
             ws_max_frame_size: 30000,
@@ -752,6 +775,22 @@ mod tests {
             (
                 r#""websocket": {"connect_retry_count": "-2"}"#,
                 "connect_retry_count: -2 is out of range",
+            ),
+            (
+                r#""websocket": {"connect_timeout_ms": "0"}"#,
+                "connect_timeout_ms: 0 is out of range; give a number from 1000 to 600000",
+            ),
+            (
+                r#""websocket": {"connect_timeout_ms": "86400000"}"#,
+                "connect_timeout_ms: 86400000 is out of range",
+            ),
+            (
+                r#""tcp": {"read_buffer_size": "0"}"#,
+                "tcp.read_buffer_size: 0 is out of range; give a number from 1 to",
+            ),
+            (
+                r#""websocket": {"max_frame_size": "0"}"#,
+                "websocket.max_frame_size: 0 is out of range; give a number from 65538 to",
             ),
             (
                 r#""websocket": {"reconnect_on_data_error": "maybe"}"#,

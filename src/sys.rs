@@ -1,5 +1,5 @@
 //! The OS calls std lacks: poll(2), an eventfd wake-up, channels that wake their
-//! receiver, signal masks and `sigwait`, a non-blocking TCP connect, dropping
+//! receiver, signal masks and `sigwait`, non-blocking TCP and Unix-socket connects, dropping
 //! privileges, and the allocator front of the static musl builds ([`CachingAlloc`]).
 //!
 //! This is the only module with `unsafe`; every block says why it is sound. Nothing here
@@ -8,6 +8,9 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -523,6 +526,66 @@ pub fn connect_nonblocking(addr: &SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Starts a non-blocking connect to the Unix stream socket at `path`. `Ok((s, true))`:
+/// connected; `Ok((s, false))`: under way, and `s` turns writable (or in error) when it
+/// finishes, like a TCP connect. A full listen backlog (EAGAIN) is an error of kind
+/// `WouldBlock` that says so: retry it later like any failed connect.
+pub fn connect_unix_nonblocking(path: &Path) -> io::Result<(UnixStream, bool)> {
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    // The path must fit with its terminating NUL (a leading NUL would name an abstract
+    // socket, which a path never does).
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a Unix socket path must be 1 to {} bytes without NUL",
+                addr.sun_path.len() - 1
+            ),
+        ));
+    }
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nothing else owns; UnixStream takes ownership.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: `addr` is a sockaddr_un whose first `len` bytes hold the family and the
+    // NUL-terminated path (`len` is at most its size), and it lives across the call.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        return Ok((stream, true));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINPROGRESS) => Ok((stream, false)),
+        Some(libc::EAGAIN) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "the socket's listen backlog is full",
+        )),
+        _ => Err(e),
+    }
+}
+
 fn sockaddr(addr: &SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -804,6 +867,61 @@ mod tests {
         assert_eq!(set.wait(Some(Duration::from_secs(10))).unwrap(), 1);
         assert!(s.take_error().unwrap().is_none());
         assert!(l.accept().is_ok());
+    }
+
+    #[test]
+    fn nonblocking_unix_connect_completes_and_reports_errors() {
+        let dir = std::env::temp_dir().join(format!("localproxy-sys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let (s, done) = connect_unix_nonblocking(&path).unwrap();
+        if !done {
+            let mut set = PollSet::new();
+            set.push(s.as_raw_fd(), Interest::WRITE);
+            assert_eq!(set.wait(Some(Duration::from_secs(10))).unwrap(), 1);
+        }
+        assert!(s.take_error().unwrap().is_none());
+        let (mut a, _) = l.accept().unwrap();
+        use std::io::{Read, Write};
+        (&s).write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        a.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"x");
+        drop(l);
+        std::fs::remove_file(&path).unwrap();
+        let e = connect_unix_nonblocking(&path).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let long = dir.join("x".repeat(200));
+        let e = connect_unix_nonblocking(&long).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn nonblocking_unix_connect_to_a_full_backlog_would_block() {
+        let dir = std::env::temp_dir().join(format!("localproxy-sys-bl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // Shrink the backlog to its minimum and never accept: the queue fills at once.
+        // SAFETY: listen(2) on a listening socket we own; the result is checked.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+        let mut held = Vec::new();
+        let full = (0..64).find_map(|_| match connect_unix_nonblocking(&path) {
+            Ok((s, _)) => {
+                held.push(s);
+                None
+            }
+            Err(e) => Some(e),
+        });
+        let e = full.expect("the backlog never filled");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        assert!(e.to_string().contains("backlog is full"), "{e}");
+        drop(held);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

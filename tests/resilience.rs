@@ -397,3 +397,102 @@ fn user_option_drops_root_after_binding_a_low_port() {
         );
     });
 }
+
+/// A "service" on 127.0.0.1 that accepts TCP and then sends the start of a TLS record
+/// one byte at a time: every read of the handshake gets an answer quickly, so only a
+/// deadline on the whole attempt ends it. Stops by itself once its peer is gone, or
+/// after 300 s.
+fn trickling_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                use std::io::Write;
+                // A handshake record header announcing 12 KiB, then its body, slowly.
+                let head = [0x16u8, 0x03, 0x03, 0x30, 0x00];
+                for i in 0..3000usize {
+                    let b = head.get(i).copied().unwrap_or(0);
+                    if s.write_all(&[b]).is_err() {
+                        return;
+                    }
+                    // The scenario's pace, not synchronisation.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_service_that_trickles_its_handshake_is_given_up_at_the_connect_deadline() {
+    watchdog(LIMIT, || {
+        let dir = temp_dir("trickle");
+        let port = trickling_server();
+        let settings = fast_settings(
+            &dir,
+            &[
+                ("websocket.connect_timeout_ms", "1000"),
+                ("websocket.connect_retry_count", "0"),
+            ],
+        );
+        let args: Vec<String> = [
+            "-e",
+            &format!("localhost:{port}"),
+            "--settings-json",
+            &settings.display().to_string(),
+            "-d",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut p = start(&args, &[("AWSIOT_TUNNEL_ACCESS_TOKEN", "token")]);
+        assert_eq!(p.exit_code(), 4, "{}", p.log().join("\n"));
+        let line = p.wait_line("giving up");
+        assert!(
+            line.contains("timed out during the TLS handshake")
+                && line.contains("websocket.connect_timeout_ms"),
+            "{line}"
+        );
+    });
+}
+
+#[test]
+fn a_listen_address_given_by_name_is_looked_up_and_retried_while_the_port_is_taken() {
+    watchdog(LIMIT, || {
+        let r = Rig::new("bind-name", &["A"], &[("tcp.connection_retry_count", "-1")]);
+        let echo = echo_server();
+        let _dst = r.destination(&format!("A={}", echo.port), &[]);
+        // Hold the port on every address the name stands for.
+        let port = free_port();
+        let addrs: Vec<std::net::SocketAddr> =
+            std::net::ToSocketAddrs::to_socket_addrs(&("localhost", port))
+                .unwrap()
+                .collect();
+        let holders: Vec<std::net::TcpListener> = addrs
+            .iter()
+            .filter_map(|a| std::net::TcpListener::bind(a).ok())
+            .collect();
+        assert!(!holders.is_empty(), "cannot hold port {port} on {addrs:?}");
+        let src = r.start(
+            &["-s", &format!("A={port}"), "-b", "localhost"],
+            &r.t.source_token,
+            &[],
+        );
+        src.wait_line(&format!("cannot listen on localhost:{port}"));
+        drop(holders);
+        let line = src.wait_line("listening on");
+        let addr: std::net::SocketAddr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        assert_eq!(addr.port(), port);
+        let c = TcpStream::connect(addr).unwrap();
+        echo_on(&c, &pattern(100_000, 1));
+    });
+}

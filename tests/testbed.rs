@@ -7,7 +7,7 @@ mod common;
 use common::{temp_dir, watchdog, WAIT};
 use localproxy::config::{Mode, Secret};
 use localproxy::protocol::codec::{self, Limits};
-use localproxy::protocol::{Message as TunnelMessage, Type, Version};
+use localproxy::protocol::{Message as TunnelMessage, Type, Version, MAX_WS_FRAME};
 use localproxy::testbed::{How, Testbed, Tunnel};
 use localproxy::tunnel::connect::{self, ConnectError, Opened, Ws};
 use std::time::Duration;
@@ -39,8 +39,9 @@ fn connect_as(
         client_token: ct.as_ref(),
         subprotocol,
         tls: &tls,
-        ws_config: connect::ws_config(65536, 65536),
+        ws_config: connect::ws_config(65536, 65536, MAX_WS_FRAME),
         proxy: None,
+        timeout: WAIT,
     };
     let Opened {
         mut ws, version, ..

@@ -72,8 +72,9 @@ impl Scripted {
             client_token: None,
             subprotocol,
             tls: &tls,
-            ws_config: connect::ws_config(1 << 20, 1 << 20),
+            ws_config: connect::ws_config(1 << 20, 1 << 20, 1 << 20),
             proxy: None,
+            timeout: Duration::from_secs(30),
         };
         let opened = connect::connect(&target).map_err(|e| e.to_string())?;
         let mut ws = opened.ws;

@@ -1,10 +1,15 @@
-//! Opening the TLS WebSocket to the tunneling service: DNS with a deadline, TCP with a
-//! timeout, TLS 1.2+ with SNI and host-name verification, then the upgrade request of
-//! protocol.md §1.3 with every header the service expects.
+//! Opening the TLS WebSocket to the tunneling service: DNS on a lookup thread, TCP,
+//! TLS 1.2+ with SNI and host-name verification (and before it the CONNECT exchange
+//! with a web proxy), then the upgrade request of protocol.md §1.3 with every header the
+//! service expects.
 //!
-//! Each phase has its own named timeout, so a connect attempt can never hang. What to do
-//! after a failure (retry, wait, give up) is the caller's business: [`ConnectError`]
-//! only says whether retrying can help. Tokens go on the wire and nowhere else.
+//! One deadline bounds the whole attempt ([`Target::timeout`], websocket.connect_timeout_ms):
+//! the lookup and each TCP connect wait at most until it (and at most [`DNS_TIMEOUT`] /
+//! [`TCP_TIMEOUT`]), and every read and write of the handshakes first sets the socket
+//! timeout to the time left ([`Tcp`]), so a server that trickles bytes cannot stretch an
+//! attempt. What to do after a failure (retry, wait, give up) is the caller's business:
+//! [`ConnectError`] only says whether retrying can help. Tokens go on the wire and
+//! nowhere else.
 
 use super::proxy::{self, WebProxy};
 use crate::config::{Mode, Secret};
@@ -12,35 +17,100 @@ use crate::protocol::{Version, MAX_WS_FRAME};
 use native_tls::{HandshakeError as TlsHandshakeError, TlsConnector, TlsStream};
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 
-/// Name lookup of the endpoint.
+/// Name lookup of the endpoint, at most (within the attempt's deadline).
 pub const DNS_TIMEOUT: Duration = Duration::from_secs(10);
-/// One TCP connect to one address of the endpoint.
+/// One TCP connect to one address of the endpoint, at most (within the deadline).
 pub const TCP_TIMEOUT: Duration = Duration::from_secs(10);
-/// TLS handshake plus WebSocket upgrade, each read and write.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The TCP socket under everything a connect attempt reads and writes. While a
+/// deadline is set, each read and write first sets the socket's timeout to the time
+/// left, and fails with `TimedOut` once none is left: a server that sends one byte at a
+/// time cannot stretch the handshakes past the deadline. Cleared once the WebSocket is
+/// open (the socket is non-blocking from then on).
+pub struct Tcp {
+    sock: TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl Tcp {
+    pub fn new(sock: TcpStream, deadline: Option<Instant>) -> Tcp {
+        Tcp { sock, deadline }
+    }
+
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// The time left until the deadline, `None` without one; an error once it passed.
+    fn left(&self) -> io::Result<Option<Duration>> {
+        let Some(d) = self.deadline else {
+            return Ok(None);
+        };
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connect attempt's deadline passed",
+            ));
+        }
+        Ok(Some(left))
+    }
+}
+
+impl io::Read for Tcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(left) = self.left()? {
+            self.sock.set_read_timeout(Some(left))?;
+        }
+        self.sock.read(buf)
+    }
+}
+
+impl io::Write for Tcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(left) = self.left()? {
+            self.sock.set_write_timeout(Some(left))?;
+        }
+        self.sock.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
 
 /// What TLS to the service runs over: TCP, or TLS to an https:// proxy.
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Tcp),
+    Tls(Box<TlsStream<Tcp>>),
 }
 
 impl Stream {
     /// The TCP socket underneath, for poll and socket options.
     pub fn tcp(&self) -> &TcpStream {
         match self {
+            Stream::Plain(s) => s.get_ref(),
+            Stream::Tls(s) => s.get_ref().get_ref(),
+        }
+    }
+
+    fn tcp_mut(&mut self) -> &mut Tcp {
+        match self {
             Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
+            Stream::Tls(s) => s.get_mut(),
         }
     }
 }
@@ -86,8 +156,10 @@ impl Tls {
         self.inner.get_ref().tcp()
     }
 
-    /// Makes the socket non-blocking without timeouts, as the tunnel thread uses it.
+    /// Makes the socket non-blocking without deadline or timeouts, as the tunnel thread
+    /// uses it.
     fn set_nonblocking(&mut self) -> io::Result<()> {
+        self.inner.get_mut().tcp_mut().set_deadline(None);
         let tcp = self.tcp();
         tcp.set_read_timeout(None)?;
         tcp.set_write_timeout(None)?;
@@ -168,6 +240,9 @@ pub struct Target<'a> {
     pub ws_config: WebSocketConfig,
     /// A web proxy to CONNECT through.
     pub proxy: Option<&'a WebProxy>,
+    /// Bound of the whole attempt: lookup, TCP, proxy CONNECT, TLS and upgrade
+    /// (websocket.connect_timeout_ms).
+    pub timeout: Duration,
 }
 
 /// An open, upgraded WebSocket, switched to non-blocking mode.
@@ -196,6 +271,11 @@ pub enum ConnectError {
         detail: String,
     },
     Handshake(String),
+    /// The attempt's deadline passed during this phase.
+    TimedOut {
+        during: &'static str,
+        limit: Duration,
+    },
 }
 
 impl ConnectError {
@@ -222,6 +302,12 @@ impl fmt::Display for ConnectError {
                 write!(f, "the service answered HTTP {status}{detail}")
             }
             ConnectError::Handshake(e) => write!(f, "WebSocket upgrade failed: {e}"),
+            ConnectError::TimedOut { during, limit } => write!(
+                f,
+                "timed out during the {during}: the connect attempt may take {:.1} s \
+                 (websocket.connect_timeout_ms)",
+                limit.as_secs_f64()
+            ),
         }
     }
 }
@@ -304,27 +390,30 @@ fn tls_failure(e: &native_tls::Error) -> String {
     }
 }
 
-/// Resolves `host` on a throwaway thread so a stuck resolver costs at most DNS_TIMEOUT.
-fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
+/// Resolves `host` on a lookup thread; waits at most DNS_TIMEOUT and until `deadline`.
+fn resolve(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    limit: Duration,
+) -> Result<Vec<SocketAddr>, ConnectError> {
+    if let Some(ip) = crate::resolve::ip_literal(host) {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let (tx, rx) = mpsc::channel();
-    let name = host.to_string();
-    std::thread::Builder::new()
-        .name("dns".into())
-        .spawn(move || {
-            let r = (name.as_str(), port)
-                .to_socket_addrs()
-                .map(|a| a.collect::<Vec<_>>());
-            let _ = tx.send(r);
-        })
-        .map_err(|e| ConnectError::Resolve(e.to_string()))?;
-    match rx.recv_timeout(DNS_TIMEOUT) {
-        Ok(Ok(a)) if !a.is_empty() => Ok(a),
-        Ok(Ok(_)) => Err(ConnectError::Resolve(format!("{host} has no address"))),
+    crate::resolve::spawn(host, port, move |r| {
+        // A late answer finds nobody waiting.
+        let _ = tx.send(r);
+    })
+    .map_err(|e| ConnectError::Resolve(e.to_string()))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(DNS_TIMEOUT.min(left)) {
+        Ok(Ok(a)) => Ok(a),
         Ok(Err(e)) => Err(ConnectError::Resolve(format!("{host}: {e}"))),
+        Err(_) if left <= DNS_TIMEOUT => Err(ConnectError::TimedOut {
+            during: "name lookup",
+            limit,
+        }),
         Err(_) => Err(ConnectError::Resolve(format!(
             "{host}: no answer within {} s",
             DNS_TIMEOUT.as_secs()
@@ -332,19 +421,36 @@ fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
     }
 }
 
-fn tcp_connect(addrs: &[SocketAddr]) -> Result<TcpStream, ConnectError> {
+/// Connects to the first address that answers, each try at most TCP_TIMEOUT and none
+/// past `deadline`.
+fn tcp_connect(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+    limit: Duration,
+) -> Result<TcpStream, ConnectError> {
     let mut last = String::new();
     for a in addrs {
-        match TcpStream::connect_timeout(a, TCP_TIMEOUT) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(a, TCP_TIMEOUT.min(left)) {
             Ok(s) => return Ok(s),
             Err(e) => last = format!("{a}: {e}"),
         }
     }
+    if Instant::now() >= deadline {
+        return Err(ConnectError::TimedOut {
+            during: "TCP connect",
+            limit,
+        });
+    }
     Err(ConnectError::Tcp(last))
 }
 
-/// The WebSocket limits the protocol needs: frames and messages of at most 131076 bytes.
-pub fn ws_config(read_buffer: usize, write_buffer: usize) -> WebSocketConfig {
+/// The WebSocket limits: frames and messages we accept of at most `max_frame` bytes
+/// (websocket.max_frame_size; the service sends at most [`MAX_WS_FRAME`]).
+pub fn ws_config(read_buffer: usize, write_buffer: usize, max_frame: usize) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
     // tungstenite zero-fills this chunk on every read call (see READ_CHUNK).
     c.read_buffer_size = read_buffer.clamp(4096, READ_CHUNK);
@@ -352,24 +458,26 @@ pub fn ws_config(read_buffer: usize, write_buffer: usize) -> WebSocketConfig {
     // Room for the buffer plus two of the largest messages: the tunnel thread stops
     // queueing once a flush would block, so this bound is never reached in practice.
     c.max_write_buffer_size = c.write_buffer_size + 2 * (MAX_WS_FRAME + 16);
-    c.max_message_size = Some(MAX_WS_FRAME);
-    c.max_frame_size = Some(MAX_WS_FRAME);
+    // A message may span frames: it is held whole, so it gets the same bound.
+    c.max_message_size = Some(max_frame);
+    c.max_frame_size = Some(max_frame);
     c
 }
 
-/// One connect attempt, blocking with the timeouts above.
+/// One connect attempt, blocking, bounded by `t.timeout` as a whole.
 pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
+    let limit = t.timeout;
+    let deadline = Instant::now() + limit;
+    let timed_out = |during| ConnectError::TimedOut { during, limit };
+    let late = || Instant::now() >= deadline;
     let (dial_host, dial_port) = match t.proxy {
         Some(p) => (p.host.as_str(), p.port),
         None => (t.host, t.port),
     };
-    let addrs = resolve(dial_host, dial_port)?;
-    let tcp = tcp_connect(&addrs)?;
+    let addrs = resolve(dial_host, dial_port, deadline, limit)?;
+    let tcp = tcp_connect(&addrs, deadline, limit)?;
     let _ = tcp.set_nodelay(true);
-    let timeouts = tcp
-        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .and_then(|_| tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT)));
-    timeouts.map_err(|e| ConnectError::Tcp(e.to_string()))?;
+    let tcp = Tcp::new(tcp, Some(deadline));
 
     let inner = match t.proxy {
         None => Stream::Plain(tcp),
@@ -377,18 +485,26 @@ pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
             let mut s = if p.tls {
                 match t.tls.connect(&p.host, tcp) {
                     Ok(s) => Stream::Tls(Box::new(s)),
-                    Err(e) => {
+                    Err(TlsHandshakeError::WouldBlock(_)) => {
+                        return Err(timed_out("TLS handshake with the proxy"))
+                    }
+                    Err(_) if late() => return Err(timed_out("TLS handshake with the proxy")),
+                    Err(TlsHandshakeError::Failure(e)) => {
                         return Err(ConnectError::Proxy(format!(
-                            "TLS to the proxy {p} failed: {}",
-                            tls_error(e)
+                            "TLS to the proxy {p} failed: {e}"
                         )))
                     }
                 }
             } else {
                 Stream::Plain(tcp)
             };
-            proxy::connect_through(&mut s, p, t.host, t.port, HANDSHAKE_TIMEOUT)
-                .map_err(ConnectError::Proxy)?;
+            if let Err(e) = proxy::connect_through(&mut s, p, t.host, t.port, limit) {
+                return Err(if late() {
+                    timed_out("CONNECT exchange with the proxy")
+                } else {
+                    ConnectError::Proxy(e)
+                });
+            }
             s
         }
     };
@@ -396,13 +512,10 @@ pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
     let sni = t.host.trim_start_matches('[').trim_end_matches(']');
     let tls = match t.tls.connect(sni, inner) {
         Ok(s) => s,
+        // The socket blocks: WouldBlock only comes from its timeout.
+        Err(TlsHandshakeError::WouldBlock(_)) => return Err(timed_out("TLS handshake")),
+        Err(_) if late() => return Err(timed_out("TLS handshake")),
         Err(TlsHandshakeError::Failure(e)) => return Err(ConnectError::Tls(tls_failure(&e))),
-        Err(TlsHandshakeError::WouldBlock(_)) => {
-            return Err(ConnectError::Tls(format!(
-                "no answer within {} s",
-                HANDSHAKE_TIMEOUT.as_secs()
-            )))
-        }
     };
 
     let uri = if t.port == 443 {
@@ -448,13 +561,19 @@ pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
         Some(t.ws_config),
     ) {
         Ok(x) => x,
-        Err(HandshakeError::Interrupted(_)) => {
-            return Err(ConnectError::Handshake(format!(
-                "no answer within {} s",
-                HANDSHAKE_TIMEOUT.as_secs()
-            )))
+        Err(HandshakeError::Interrupted(_)) => return Err(timed_out("WebSocket upgrade")),
+        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if is_timeout(&e) => {
+            return Err(timed_out("WebSocket upgrade"))
         }
-        Err(HandshakeError::Failure(e)) => return Err(handshake_error(e)),
+        // An answer is an answer, however late; any other failure after the deadline is
+        // the deadline's doing.
+        Err(HandshakeError::Failure(e)) => {
+            return Err(match handshake_error(e) {
+                e @ (ConnectError::Rejected { .. } | ConnectError::Status { .. }) => e,
+                _ if late() => timed_out("WebSocket upgrade"),
+                e => e,
+            })
+        }
     };
     let version = response
         .headers()
@@ -478,15 +597,6 @@ pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
         version,
         channel_id,
     })
-}
-
-fn tls_error<S>(e: TlsHandshakeError<S>) -> String {
-    match e {
-        TlsHandshakeError::Failure(e) => e.to_string(),
-        TlsHandshakeError::WouldBlock(_) => {
-            format!("no answer within {} s", HANDSHAKE_TIMEOUT.as_secs())
-        }
-    }
 }
 
 fn handshake_error(e: tungstenite::Error) -> ConnectError {
@@ -526,10 +636,6 @@ fn handshake_error(e: tungstenite::Error) -> ConnectError {
                 }
             }
         }
-        tungstenite::Error::Io(e) if is_timeout(&e) => ConnectError::Handshake(format!(
-            "no answer within {} s",
-            HANDSHAKE_TIMEOUT.as_secs()
-        )),
         other => ConnectError::Handshake(other.to_string()),
     }
 }
@@ -549,4 +655,80 @@ pub fn user_agent() -> String {
         std::env::consts::OS,
         std::env::consts::ARCH
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_peer_that_trickles_bytes_cannot_stretch_the_deadline() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            // The scenario, not synchronisation: one byte every 20 ms keeps every read's
+            // own wait short, and stops by itself after 100 s at most.
+            for _ in 0..5000 {
+                if stopped.load(Ordering::SeqCst) || s.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let sock = TcpStream::connect(addr).unwrap();
+        let mut t = Tcp::new(sock, Some(Instant::now() + Duration::from_millis(300)));
+        let mut buf = [0u8; 16];
+        let err = loop {
+            match t.read(&mut buf) {
+                Ok(0) => panic!("the trickle ended before the deadline stopped the reads"),
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert!(is_timeout(&err), "{err}");
+        // Past the deadline every call fails at once, writes too.
+        assert_eq!(
+            t.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert_eq!(t.write(b"y").unwrap_err().kind(), io::ErrorKind::TimedOut);
+        // Without a deadline the socket is left alone.
+        t.set_deadline(None);
+        assert!(t.write(b"y").is_ok());
+        stop.store(true, Ordering::SeqCst);
+        drop(t);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn the_frame_limit_is_the_setting_for_frames_and_messages() {
+        let c = ws_config(131076, 131076, 70000);
+        assert_eq!(c.max_frame_size, Some(70000));
+        assert_eq!(c.max_message_size, Some(70000));
+    }
+
+    #[test]
+    fn a_timeout_names_its_phase_and_the_setting_and_is_retried() {
+        let e = ConnectError::TimedOut {
+            during: "TLS handshake",
+            limit: Duration::from_millis(1500),
+        };
+        assert!(e.retryable());
+        let text = e.to_string();
+        assert!(
+            text.starts_with("timed out during the TLS handshake"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1.5 s (websocket.connect_timeout_ms)"),
+            "{text}"
+        );
+    }
 }

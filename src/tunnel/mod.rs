@@ -226,8 +226,13 @@ impl TunnelThread {
             client_token: self.cfg.client_token.as_ref(),
             subprotocol: &s.ws_subprotocol,
             tls: &self.tls,
-            ws_config: connect::ws_config(s.ws_read_buffer_size, s.ws_write_buffer_size),
+            ws_config: connect::ws_config(
+                s.ws_read_buffer_size,
+                s.ws_write_buffer_size,
+                s.ws_max_frame_size,
+            ),
             proxy: self.web_proxy.as_ref(),
+            timeout: Duration::from_millis(s.ws_connect_timeout_ms),
         };
         match connect::connect(&target) {
             Ok(opened) => {
