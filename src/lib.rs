@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod link;
 pub mod local;
 pub mod logging;
 pub mod notification;

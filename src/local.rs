@@ -13,18 +13,18 @@
 //! local sockets.
 
 use crate::config::Target;
+use crate::link::{Event, Limits, Lookup, Shared, ToLocal, ToTunnel};
 use crate::logging::{self, Noise};
 use crate::protocol::DATA_HEADROOM;
 use crate::resolve;
 use crate::session::{shown, LocalId, ACCEPTED_ID_BASE};
 use crate::sys::{self, Interest, PollSet, Recv, Waker};
-use crate::tunnel::Input as TunnelInput;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::Bytes;
@@ -35,142 +35,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FLUSH_ON_EXIT: Duration = Duration::from_millis(1000);
 /// Reads per connection per wake-up, so one busy connection cannot starve the others.
 const READS_PER_WAKE: usize = 4;
-
-/// What the tunnel thread (or main) asks of the local thread.
-#[derive(Debug)]
-pub enum Command {
-    Listen {
-        service: usize,
-        service_id: String,
-        host: String,
-        port: u16,
-    },
-    Connect {
-        local: LocalId,
-        service: usize,
-        target: Target,
-    },
-    /// Bytes for a local connection; counted in [`Shared::to_local`].
-    Write { local: LocalId, data: Bytes },
-    /// Close after writing what is queued.
-    Close { local: LocalId },
-    /// Close at once, without a log line (the session already said why).
-    Refuse { local: LocalId },
-    /// Stop: flush what can be flushed within [`FLUSH_ON_EXIT`], close everything, return.
-    Shutdown,
-    /// A name lookup finished (sent by the lookup thread). Only the answer with the
-    /// awaited `ticket` is used: a connection or listener may have moved on since.
-    Resolved {
-        of: Lookup,
-        ticket: u64,
-        addrs: io::Result<Vec<SocketAddr>>,
-    },
-}
-
-/// What a name lookup is for.
-#[derive(Clone, Copy, Debug)]
-pub enum Lookup {
-    /// A destination connect.
-    Conn(LocalId),
-    /// A source listener's bind address (index into the listeners).
-    Listener(usize),
-}
-
-/// What the local thread reports to the tunnel thread.
-#[derive(Debug)]
-pub enum Event {
-    Accepted {
-        local: LocalId,
-        service: usize,
-    },
-    Connected {
-        local: LocalId,
-    },
-    ConnectFailed {
-        local: LocalId,
-    },
-    /// Bytes read from `local`: the payload is `buf[DATA_HEADROOM..]`, with room in front
-    /// for the DATA header. Counted in [`Shared::to_tunnel`].
-    Data {
-        local: LocalId,
-        buf: Vec<u8>,
-    },
-    Closed {
-        local: LocalId,
-    },
-    Listening {
-        service: usize,
-        addr: SocketAddr,
-    },
-    /// A listener could not be bound after the retries: the process gives up.
-    ListenFailed {
-        service: usize,
-        error: String,
-    },
-}
-
-/// State both I/O threads share: flow-control counters, the tunnel's readiness, status
-/// figures.
-#[derive(Debug, Default)]
-pub struct Shared {
-    /// Payload bytes read from local sockets and not yet taken by the tunnel thread.
-    pub to_tunnel: AtomicUsize,
-    /// Payload bytes handed to the local thread and not yet written to a socket.
-    pub to_local: AtomicUsize,
-    /// The local thread stopped reading because `to_tunnel` is over its bound.
-    pub local_paused: AtomicBool,
-    /// The tunnel thread stopped reading because `to_local` is over its bound.
-    pub tunnel_paused: AtomicBool,
-    /// New local connections may be accepted (the tunnel is open and ready).
-    pub tunnel_ready: AtomicBool,
-    /// Payload bytes read from local sockets / written to local sockets, in total.
-    pub bytes_from_local: Counter,
-    pub bytes_to_local: Counter,
-}
-
-/// A byte counter for the status line: a 64-bit atomic where the CPU has one, a mutex
-/// where it has not (32-bit MIPS), so it never wraps at 4 GiB.
-#[derive(Debug, Default)]
-pub struct Counter {
-    #[cfg(target_has_atomic = "64")]
-    n: std::sync::atomic::AtomicU64,
-    #[cfg(not(target_has_atomic = "64"))]
-    n: std::sync::Mutex<u64>,
-}
-
-impl Counter {
-    pub fn add(&self, v: u64) {
-        #[cfg(target_has_atomic = "64")]
-        self.n.fetch_add(v, Ordering::Relaxed);
-        #[cfg(not(target_has_atomic = "64"))]
-        {
-            let mut g = self.n.lock().unwrap_or_else(|p| p.into_inner());
-            *g = g.wrapping_add(v);
-        }
-    }
-
-    pub fn get(&self) -> u64 {
-        #[cfg(target_has_atomic = "64")]
-        return self.n.load(Ordering::Relaxed);
-        #[cfg(not(target_has_atomic = "64"))]
-        return *self.n.lock().unwrap_or_else(|p| p.into_inner());
-    }
-}
-
-/// Limits and retry policy of the local side.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Largest read from a local socket, so the largest DATA payload:
-    /// tcp.read_buffer_size, at most message.max_payload_size.
-    pub read_chunk: usize,
-    /// Bound of `Shared::to_tunnel`.
-    pub to_tunnel_max: usize,
-    /// Bound of `Shared::to_local` (enforced by the tunnel thread).
-    pub to_local_max: usize,
-    /// Destination connect and source bind retries (-1 = forever) and their delay.
-    pub retry_count: i64,
-    pub retry_delay: Duration,
-}
 
 enum Sock {
     Tcp(TcpStream),
@@ -260,9 +124,9 @@ enum Slot {
 /// The local thread's state. Create with [`LocalThread::new`], then call `run`.
 pub struct LocalThread {
     limits: Limits,
-    rx: sys::Receiver<Command>,
-    me: sys::Sender<Command>,
-    events: sys::Sender<TunnelInput>,
+    rx: sys::Receiver<ToLocal>,
+    me: sys::Sender<ToLocal>,
+    events: sys::Sender<ToTunnel>,
     tunnel_waker: Arc<Waker>,
     shared: Arc<Shared>,
     listeners: Vec<Listener>,
@@ -277,9 +141,9 @@ impl LocalThread {
     /// `me` must be a sender of `rx`'s channel (lookup threads report through it).
     pub fn new(
         limits: Limits,
-        rx: sys::Receiver<Command>,
-        me: sys::Sender<Command>,
-        events: sys::Sender<TunnelInput>,
+        rx: sys::Receiver<ToLocal>,
+        me: sys::Sender<ToLocal>,
+        events: sys::Sender<ToTunnel>,
         shared: Arc<Shared>,
     ) -> LocalThread {
         let tunnel_waker = events.waker().clone();
@@ -301,10 +165,10 @@ impl LocalThread {
     fn emit(&self, e: Event) {
         // The tunnel thread outlives us in every orderly path; if it is gone, we are
         // stopping anyway.
-        let _ = self.events.send(TunnelInput::Local(e));
+        let _ = self.events.send(ToTunnel::Local(e));
     }
 
-    /// Runs until `Command::Shutdown` or until every sender is gone.
+    /// Runs until `ToLocal::Shutdown` or until every sender is gone.
     pub fn run(mut self) -> io::Result<()> {
         let waker = self.rx.waker().clone();
         let mut set = PollSet::new();
@@ -414,9 +278,9 @@ impl LocalThread {
         false
     }
 
-    fn command(&mut self, c: Command) {
+    fn command(&mut self, c: ToLocal) {
         match c {
-            Command::Listen {
+            ToLocal::Listen {
                 service,
                 service_id,
                 host,
@@ -435,19 +299,19 @@ impl LocalThread {
                 let idx = self.listeners.len() - 1;
                 self.bind(idx);
             }
-            Command::Connect {
+            ToLocal::Connect {
                 local,
                 service,
                 target,
             } => self.connect(local, service, target),
-            Command::Write { local, data } => match self.conns.get_mut(&local) {
+            ToLocal::Write { local, data } => match self.conns.get_mut(&local) {
                 Some(c) if c.sock.is_some() || !matches!(c.state, State::Open) => {
                     c.out_len += data.len();
                     c.out.push_back(data);
                 }
                 _ => self.release_to_local(data.len()),
             },
-            Command::Close { local } => {
+            ToLocal::Close { local } => {
                 if let Some(c) = self.conns.get_mut(&local) {
                     c.closing = true;
                     if c.out.is_empty() || !matches!(c.state, State::Open) {
@@ -455,7 +319,7 @@ impl LocalThread {
                     }
                 }
             }
-            Command::Refuse { local } => {
+            ToLocal::Refuse { local } => {
                 if let Some(c) = self.conns.remove(&local) {
                     if let Some(s) = &c.sock {
                         s.shutdown();
@@ -463,13 +327,13 @@ impl LocalThread {
                     self.release_to_local(c.out_len);
                 }
             }
-            Command::Shutdown => {
+            ToLocal::Shutdown => {
                 self.stopping = Some(Instant::now() + FLUSH_ON_EXIT);
                 for c in self.conns.values_mut() {
                     c.closing = true;
                 }
             }
-            Command::Resolved {
+            ToLocal::Resolved {
                 of: Lookup::Conn(local),
                 ticket,
                 addrs,
@@ -481,7 +345,7 @@ impl LocalThread {
                     self.resolved(local, addrs);
                 }
             }
-            Command::Resolved {
+            ToLocal::Resolved {
                 of: Lookup::Listener(idx),
                 ticket,
                 addrs,
@@ -498,14 +362,14 @@ impl LocalThread {
     }
 
     /// Starts a name lookup on a throwaway thread; its answer comes back as
-    /// [`Command::Resolved`] with the returned ticket.
+    /// [`ToLocal::Resolved`] with the returned ticket.
     fn start_lookup(&mut self, of: Lookup, host: &str, port: u16) -> io::Result<u64> {
         self.last_ticket += 1;
         let ticket = self.last_ticket;
         let me = self.me.clone();
         resolve::spawn(host, port, move |addrs| {
             // The local thread may be gone (shutdown): then nobody waits for this.
-            let _ = me.send(Command::Resolved { of, ticket, addrs });
+            let _ = me.send(ToLocal::Resolved { of, ticket, addrs });
         })?;
         Ok(ticket)
     }

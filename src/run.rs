@@ -7,11 +7,12 @@
 //! may still be inside a connect attempt, which websocket.connect_timeout_ms bounds).
 
 use crate::config::{Config, Mode};
-use crate::local::{self, LocalThread, Shared};
+use crate::link::{Limits, Shared, ToLocal, ToTunnel};
+use crate::local::LocalThread;
 use crate::sys::{self, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use crate::token::{self, ClientTokenSource};
 use crate::trust;
-use crate::tunnel::{self, connect, proxy, Prepared, TunnelThread};
+use crate::tunnel::{connect, proxy, Prepared, TunnelThread};
 use crate::Exit;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,7 +119,7 @@ pub fn run(mut config: Config) -> Exit {
 
 fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
     let s = &config.settings;
-    let limits = local::Limits {
+    let limits = Limits {
         // Each local read becomes one DATA message: no larger than either allows.
         read_chunk: s.tcp_read_buffer_size.min(s.max_payload_size),
         to_tunnel_max: s.ws_write_buffer_size.max(s.max_payload_size),
@@ -126,8 +127,8 @@ fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
         retry_count: s.tcp_connection_retry_count,
         retry_delay: Duration::from_millis(s.tcp_connection_retry_delay_ms),
     };
-    let (tunnel_tx, tunnel_rx) = sys::channel_with::<tunnel::Input>(sys::Waker::new()?);
-    let (local_tx, local_rx) = sys::channel_with::<local::Command>(sys::Waker::new()?);
+    let (tunnel_tx, tunnel_rx) = sys::channel_with::<ToTunnel>(sys::Waker::new()?);
+    let (local_tx, local_rx) = sys::channel_with::<ToLocal>(sys::Waker::new()?);
     let shared = Arc::new(Shared::default());
     let outcome: Arc<Mutex<Option<Exit>>> = Arc::new(Mutex::new(None));
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -172,7 +173,7 @@ fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
         let sig = sys::wait_signal(&SIGNALS)?;
         match sig {
             SIGUSR1 => {
-                let _ = tunnel_tx.send(tunnel::Input::Status);
+                let _ = tunnel_tx.send(ToTunnel::Status);
             }
             SIGUSR2 => {
                 if let Some(x) = *outcome.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -190,8 +191,8 @@ fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
             }
         }
     };
-    let _ = tunnel_tx.send(tunnel::Input::Shutdown);
-    let _ = local_tx.send(local::Command::Shutdown);
+    let _ = tunnel_tx.send(ToTunnel::Shutdown);
+    let _ = local_tx.send(ToLocal::Shutdown);
     let deadline = Instant::now() + STOP_TIMEOUT;
     let mut finished = 0;
     while finished < 2 {

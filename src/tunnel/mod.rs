@@ -15,7 +15,7 @@ pub mod proxy;
 pub mod reconnect;
 
 use crate::config::{read_token_file, Config, Secret};
-use crate::local::{self, Command, Event, Shared};
+use crate::link::{self, Event, Shared, ToLocal, ToTunnel};
 use crate::logging::{self, Noise};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Message as TunnelMessage, DATA_HEADROOM};
@@ -34,16 +34,6 @@ use tungstenite::{Bytes, Message};
 
 /// How long a SIGTERM may spend sending the close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// What reaches the tunnel thread: local events, and main's requests.
-#[derive(Debug)]
-pub enum Input {
-    Local(Event),
-    /// SIGTERM/SIGINT: send a close frame and stop.
-    Shutdown,
-    /// SIGUSR1: log one status line.
-    Status,
-}
 
 /// Why a WebSocket session ended.
 enum End {
@@ -68,10 +58,10 @@ pub struct TunnelThread {
     cfg: Arc<Config>,
     tls: TlsConnector,
     session: Session,
-    rx: sys::Receiver<Input>,
-    local: sys::Sender<Command>,
+    rx: sys::Receiver<ToTunnel>,
+    local: sys::Sender<ToLocal>,
     shared: Arc<Shared>,
-    limits: local::Limits,
+    limits: link::Limits,
     codec_limits: Limits,
     rng: u64,
     phase: Phase,
@@ -98,10 +88,10 @@ impl TunnelThread {
     pub fn new(
         cfg: Arc<Config>,
         prepared: Prepared,
-        rx: sys::Receiver<Input>,
-        local: sys::Sender<Command>,
+        rx: sys::Receiver<ToTunnel>,
+        local: sys::Sender<ToLocal>,
         shared: Arc<Shared>,
-        limits: local::Limits,
+        limits: link::Limits,
     ) -> TunnelThread {
         let Prepared {
             tls,
@@ -302,9 +292,9 @@ impl TunnelThread {
         loop {
             loop {
                 match self.rx.try_recv() {
-                    Recv::Msg(Input::Shutdown) | Recv::Closed => return Some(Exit::Ok),
-                    Recv::Msg(Input::Status) => self.log_status(),
-                    Recv::Msg(Input::Local(ev)) => {
+                    Recv::Msg(ToTunnel::Shutdown) | Recv::Closed => return Some(Exit::Ok),
+                    Recv::Msg(ToTunnel::Status) => self.log_status(),
+                    Recv::Msg(ToTunnel::Local(ev)) => {
                         if let Err(end) = self.local_event(ev, None) {
                             return Some(match end {
                                 End::Fatal(x) => x,
@@ -388,12 +378,12 @@ impl TunnelThread {
             // Local events, unless the WebSocket cannot take more.
             while !write_blocked {
                 match self.rx.try_recv() {
-                    Recv::Msg(Input::Local(ev)) => match self.local_event(ev, Some(ws)) {
+                    Recv::Msg(ToTunnel::Local(ev)) => match self.local_event(ev, Some(ws)) {
                         Ok(blocked) => write_blocked |= blocked,
                         Err(end) => return end,
                     },
-                    Recv::Msg(Input::Status) => self.log_status(),
-                    Recv::Msg(Input::Shutdown) | Recv::Closed => {
+                    Recv::Msg(ToTunnel::Status) => self.log_status(),
+                    Recv::Msg(ToTunnel::Shutdown) | Recv::Closed => {
                         close_gracefully(ws, fd);
                         return End::Shutdown;
                     }
@@ -690,7 +680,7 @@ impl TunnelThread {
                         .bind_address
                         .clone()
                         .unwrap_or_else(|| self.cfg.settings.default_bind_address.clone());
-                    self.to_local(Command::Listen {
+                    self.to_local(ToLocal::Listen {
                         service,
                         service_id,
                         host,
@@ -701,7 +691,7 @@ impl TunnelThread {
                     local,
                     service,
                     target,
-                } => self.to_local(Command::Connect {
+                } => self.to_local(ToLocal::Connect {
                     local,
                     service,
                     target,
@@ -716,10 +706,10 @@ impl TunnelThread {
                         None => Bytes::copy_from_slice(m.payload),
                     };
                     self.shared.to_local.fetch_add(data.len(), Ordering::SeqCst);
-                    self.to_local(Command::Write { local, data });
+                    self.to_local(ToLocal::Write { local, data });
                 }
-                Output::Close { local } => self.to_local(Command::Close { local }),
-                Output::Refuse { local } => self.to_local(Command::Refuse { local }),
+                Output::Close { local } => self.to_local(ToLocal::Close { local }),
+                Output::Refuse { local } => self.to_local(ToLocal::Refuse { local }),
                 Output::Fatal(e) => {
                     log::error!("{e}");
                     return Err(End::Fatal(Exit::Usage));
@@ -729,7 +719,7 @@ impl TunnelThread {
         Ok(blocked)
     }
 
-    fn to_local(&self, c: Command) {
+    fn to_local(&self, c: ToLocal) {
         // The local thread only goes away when the process stops.
         let _ = self.local.send(c);
     }
