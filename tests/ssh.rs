@@ -28,7 +28,6 @@ use localproxy::sys;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
@@ -481,8 +480,8 @@ impl Sshd {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
-            die_with_this_thread(&mut cmd);
             let mut child = cmd.spawn().expect("start sshd");
+            track(child.id());
             let log: Arc<Mutex<Vec<String>>> = Arc::default();
             let (tx, rx) = mpsc::channel();
             let stderr = child.stderr.take().unwrap();
@@ -525,21 +524,7 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Makes the child get SIGKILL when the thread that starts it ends: were the watchdog to
-/// give up on a test, its sshd and ssh children would not outlive the test binary.
-fn die_with_this_thread(cmd: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and only makes one
-    // async-signal-safe system call.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        untrack(self.child.id());
     }
 }
 
@@ -590,8 +575,8 @@ impl Kid {
         cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        die_with_this_thread(cmd);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
+        track(child.id());
         let timer = Timer::start(child.id(), limit);
         let mut stderr = child.stderr.take().unwrap();
         let err = std::thread::spawn(move || {
@@ -636,6 +621,7 @@ impl Drop for Kid {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        untrack(self.child.id());
     }
 }
 

@@ -49,6 +49,21 @@ pub fn watchdog<F: FnOnce() + Send + 'static>(limit: Duration, body: F) {
     }
 }
 
+/// Has the watchdog kill `pid` if the test runs past its limit (children that are not
+/// [`Proxy`]s: sshd, ssh). Call [`untrack`] once the child is reaped.
+pub fn track(pid: u32) {
+    PIDS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(pid);
+}
+
+pub fn untrack(pid: u32) {
+    if let Some(s) = PIDS.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        s.remove(&pid);
+    }
+}
+
 fn kill_all() {
     if let Some(set) = PIDS.lock().unwrap().as_ref() {
         for &pid in set {
