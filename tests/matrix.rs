@@ -164,74 +164,6 @@ fn row(peer: &str, shape: Shape, form: Form, pattern: Pattern, result: &str) {
 }
 
 /// Our source and our destination.
-/// Which build runs at one end: ours, or another binary with the reference's command
-/// line (`LOCALPROXY_MATRIX_PEER=/path/to/localproxy`, e.g. the C++ reference 3.3.1).
-#[derive(Clone, Debug)]
-enum Bin {
-    Ours,
-    Peer(String),
-}
-
-impl Bin {
-    fn name(&self) -> &'static str {
-        match self {
-            Bin::Ours => "ours",
-            Bin::Peer(_) => "peer",
-        }
-    }
-}
-
-/// The other binary to put at either end, when the environment names one. Not set in
-/// CI (the reference is built outside the repository); the cells with our proxy at both
-/// ends always run.
-fn peer() -> Option<Bin> {
-    std::env::var("LOCALPROXY_MATRIX_PEER")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(Bin::Peer)
-}
-
-fn start_bin(rig: &Rig, bin: &Bin, more: &[&str], token: &str) -> Proxy {
-    match bin {
-        Bin::Ours => rig.start(more, token, &[]),
-        Bin::Peer(path) => {
-            let args = rig.args(more);
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            Proxy::start_program(path, &[], &a, &[("AWSIOT_TUNNEL_ACCESS_TOKEN", token)])
-        }
-    }
-}
-
-fn start_destination(rig: &Rig, bin: &Bin, mapping: &str) -> Proxy {
-    match bin {
-        Bin::Ours => rig.destination(mapping, &[]),
-        Bin::Peer(_) => {
-            let p = start_bin(rig, bin, &["-d", mapping], &rig.t.destination_token);
-            // The testbed sends SERVICE_IDS first on the destination's socket, so
-            // anything relayed after this point finds the session set up.
-            assert!(rig.tb.wait_connected(&rig.t, Mode::Destination, WAIT));
-            p.wait_line("Web socket session ID");
-            p
-        }
-    }
-}
-
-fn start_source(rig: &Rig, bin: &Bin, mapping: &str, more: &[&str]) -> Proxy {
-    let mut m = vec!["-s", mapping, "-b", "127.0.0.1"];
-    m.extend_from_slice(more);
-    match bin {
-        Bin::Ours => rig.source(mapping, more),
-        Bin::Peer(_) => {
-            let p = start_bin(rig, bin, &m, &rig.t.source_token);
-            p.wait_nth_line(
-                "Listening for new connection on port",
-                mapping.split(',').count(),
-            );
-            p
-        }
-    }
-}
-
 fn ours(shape: Shape, form: Form, pattern: Pattern, cell: u64) {
     live(shape, form, pattern, cell, &Bin::Ours, &Bin::Ours);
 }
@@ -276,7 +208,7 @@ fn live(shape: Shape, form: Form, pattern: Pattern, cell: u64, src_bin: &Bin, ds
         );
         return;
     }
-    let _dst = start_destination(&rig, dst_bin, &dst_map);
+    let _dst = rig.start_destination(dst_bin, &dst_map);
     let mut more: Vec<&str> = Vec::new();
     if let Some(f) = form.flag() {
         more.extend(["-y", f]);
@@ -308,7 +240,7 @@ fn live(shape: Shape, form: Form, pattern: Pattern, cell: u64, src_bin: &Bin, ds
         );
         return;
     }
-    let src = start_source(&rig, src_bin, &src_map, &more);
+    let src = rig.start_source(src_bin, &src_map, &more);
     let len = 100_000;
     let mut refusals = 0;
     let (mut done, mut waited) = (0, false);
@@ -631,7 +563,7 @@ fn run_shape(shape: Shape, base: u64) {
     for (n, (form, pattern)) in CELLS.into_iter().enumerate() {
         ours(shape, form, pattern, base + n as u64);
         reference_source(shape, form, pattern, base + 50 + n as u64);
-        if let Some(p) = peer() {
+        if let Some(p) = peer_bin() {
             live(shape, form, pattern, base + 20 + n as u64, &p, &Bin::Ours);
             live(shape, form, pattern, base + 30 + n as u64, &Bin::Ours, &p);
         }

@@ -51,7 +51,7 @@ const WARMUP: usize = 5;
 fn ssh_through_a_named_service() {
     let name = "ssh_through_a_named_service";
     if ready(name) {
-        watchdog(LIMIT, || through_the_tunnel(true));
+        watchdog(LIMIT, || each_pair(true));
     }
 }
 
@@ -59,7 +59,7 @@ fn ssh_through_a_named_service() {
 fn ssh_through_a_tunnel_without_services() {
     let name = "ssh_through_a_tunnel_without_services";
     if ready(name) {
-        watchdog(LIMIT, || through_the_tunnel(false));
+        watchdog(LIMIT, || each_pair(false));
     }
 }
 
@@ -86,9 +86,19 @@ fn ready(test: &str) -> bool {
     true
 }
 
-fn through_the_tunnel(named: bool) {
-    let s = Scene::new(named);
-    let shape = s.shape;
+/// Our proxies at both ends; with `LOCALPROXY_PEER` set, also that binary (e.g. the
+/// C++ reference) as the source and then as the destination.
+fn each_pair(named: bool) {
+    through_the_tunnel(named, &Bin::Ours, &Bin::Ours);
+    if let Some(peer) = peer_bin() {
+        through_the_tunnel(named, &peer, &Bin::Ours);
+        through_the_tunnel(named, &Bin::Ours, &peer);
+    }
+}
+
+fn through_the_tunnel(named: bool, src_bin: &Bin, dst_bin: &Bin) {
+    let s = Scene::new(named, src_bin, dst_bin);
+    let shape = s.shape.as_str();
 
     // Connections one after the other, each asserted: the second and third must work
     // as the first did (on a tunnel without services the second used to hang).
@@ -224,7 +234,8 @@ fn through_the_tunnel(named: bool) {
 
 /// The testbed with both proxies, sshd, the client key and a scratch directory.
 struct Scene {
-    shape: &'static str,
+    /// The tunnel shape and which builds run at either end, for messages.
+    shape: String,
     /// The source proxy's port: ssh through the tunnel connects here.
     port: u16,
     key: PathBuf,
@@ -237,7 +248,7 @@ struct Scene {
 }
 
 impl Scene {
-    fn new(named: bool) -> Scene {
+    fn new(named: bool, src_bin: &Bin, dst_bin: &Bin) -> Scene {
         let (tag, services): (&str, &[&str]) = if named {
             ("ssh-named", &["SSH"])
         } else {
@@ -255,14 +266,23 @@ impl Scene {
         } else {
             (sshd.port.to_string(), port.to_string())
         };
-        let dst = rig.destination(&dmap, &[]);
-        let src = rig.source(&smap, &[]);
+        let dst = rig.start_destination(dst_bin, &dmap);
+        let src = rig.start_source(src_bin, &smap, &[]);
+        if let Bin::Peer(_) = src_bin {
+            // The reference says "Listening" just before it listens.
+            connect_with_retries(port);
+        }
         Scene {
-            shape: if named {
-                "named service"
-            } else {
-                "tunnel without services"
-            },
+            shape: format!(
+                "{} ({} -> {})",
+                if named {
+                    "named service"
+                } else {
+                    "tunnel without services"
+                },
+                src_bin.name(),
+                dst_bin.name()
+            ),
             port,
             key,
             data: dir,
@@ -397,6 +417,19 @@ impl Drop for Scratch {
 }
 
 /// `ssh-keygen` of a throw-away ed25519 key at `path` (and `path.pub`).
+/// Connects to `port` until it accepts (then closes): for a source that logs that it
+/// listens before it does.
+fn connect_with_retries(port: u16) {
+    let deadline = Instant::now() + SHORT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the source never listened on {port}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 fn keygen(path: &Path) {
     let out = Command::new("ssh-keygen")
         .args([

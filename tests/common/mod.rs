@@ -507,3 +507,78 @@ impl Rig {
         p
     }
 }
+
+/// Which build runs at one end of a test tunnel: ours, or another binary with the
+/// reference's command line, e.g. the C++ reference 3.3.1 built outside the repository.
+#[derive(Clone, Debug)]
+pub enum Bin {
+    Ours,
+    Peer(String),
+}
+
+impl Bin {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Bin::Ours => "ours",
+            Bin::Peer(_) => "peer",
+        }
+    }
+}
+
+/// `LOCALPROXY_PEER=/path/to/localproxy`: tests that support it add runs with that
+/// binary at either end. Unset in CI (the reference is not built there); the runs with
+/// our proxy at both ends always happen.
+pub fn peer_bin() -> Option<Bin> {
+    std::env::var("LOCALPROXY_PEER")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Bin::Peer)
+}
+
+impl Rig {
+    fn start_bin(&self, bin: &Bin, more: &[&str], token: &str) -> Proxy {
+        match bin {
+            Bin::Ours => self.start(more, token, &[]),
+            Bin::Peer(path) => {
+                let args = self.args(more);
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                Proxy::start_program(path, &[], &a, &[("AWSIOT_TUNNEL_ACCESS_TOKEN", token)])
+            }
+        }
+    }
+
+    /// A destination of either build for `mapping`, once it can take streams.
+    pub fn start_destination(&self, bin: &Bin, mapping: &str) -> Proxy {
+        match bin {
+            Bin::Ours => self.destination(mapping, &[]),
+            Bin::Peer(_) => {
+                let p = self.start_bin(bin, &["-d", mapping], &self.t.destination_token);
+                // The testbed sends SERVICE_IDS first on the destination's socket, so
+                // anything relayed after this point finds the session set up.
+                let dst = localproxy::testbed::Mode::Destination;
+                assert!(self.tb.wait_connected(&self.t, dst, WAIT));
+                p.wait_line("Web socket session ID");
+                p
+            }
+        }
+    }
+
+    /// A source of either build for `mapping` on 127.0.0.1, once it listens. (The
+    /// reference logs its "Listening" line just before it listens: a client may still
+    /// be refused for a moment.)
+    pub fn start_source(&self, bin: &Bin, mapping: &str, more: &[&str]) -> Proxy {
+        match bin {
+            Bin::Ours => self.source(mapping, more),
+            Bin::Peer(_) => {
+                let mut m = vec!["-s", mapping, "-b", "127.0.0.1"];
+                m.extend_from_slice(more);
+                let p = self.start_bin(bin, &m, &self.t.source_token);
+                p.wait_nth_line(
+                    "Listening for new connection on port",
+                    mapping.split(',').count(),
+                );
+                p
+            }
+        }
+    }
+}
