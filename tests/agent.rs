@@ -8,8 +8,9 @@
 //! Also `--notification` through the binary itself (exit 2 and one line per bad document,
 //! the token masked by `--check`), which needs none of those tools.
 //!
-//! If `mosquitto`, `mosquitto_pub`, `mosquitto_sub` or `busybox` is missing, a test prints
-//! one "skipped:" line and passes; `.ci/run` installs them. Every wait is on a log line,
+//! If `mosquitto`, `mosquitto_pub`, `mosquitto_sub` or `busybox` is missing, a test skips
+//! through `common::skip` (a failure under `.ci/run`, which installs them); a broker that
+//! does not start is a failure, not a skip. Every wait is on a log line,
 //! a file or the testbed, with a timeout; every test runs under a watchdog, and the broker
 //! and the agent (its whole process group: mosquitto_sub, wrappers, proxies) are killed at
 //! the end whatever happens.
@@ -48,7 +49,7 @@ fn agent_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("cross/agent/tunnel-agent.sh")
 }
 
-// ---- the tools, or a skip line ----
+// ---- the tools, or a skip ----
 
 struct Tools {
     mosquitto: PathBuf,
@@ -66,7 +67,8 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn tools() -> Option<Tools> {
+/// The tools, or `None` after [`skip`] said which are missing.
+fn tools(test: &str) -> Option<Tools> {
     let names = ["mosquitto", "mosquitto_pub", "mosquitto_sub", "busybox"];
     let found: Vec<Option<PathBuf>> = names.iter().map(|n| find_tool(n)).collect();
     let missing: Vec<&str> = names
@@ -76,9 +78,12 @@ fn tools() -> Option<Tools> {
         .map(|(n, _)| *n)
         .collect();
     if !missing.is_empty() {
-        println!(
-            "skipped: {} not found; install mosquitto mosquitto-clients busybox",
-            missing.join(", ")
+        skip(
+            test,
+            &format!(
+                "{} (apt-get install mosquitto mosquitto-clients busybox)",
+                missing.join(", ")
+            ),
         );
         return None;
     }
@@ -417,12 +422,6 @@ impl Broker {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
-        .unwrap_or(false)
-}
-
 /// The notification document the service publishes for a destination.
 fn notification(token: &str, region: &str, services: &[&str]) -> String {
     let list: Vec<String> = services.iter().map(|s| format!("\"{s}\"")).collect();
@@ -608,7 +607,16 @@ fn nobody_uid() -> Option<u32> {
 
 #[test]
 fn a_notification_starts_the_destination_and_the_next_one_replaces_it() {
-    let Some(tools) = tools() else { return };
+    const TEST: &str = "a_notification_starts_the_destination_and_the_next_one_replaces_it";
+    let Some(tools) = tools(TEST) else { return };
+    // As root, the proxy runs as nobody, as a device would run it.
+    if is_root() && nobody_uid().is_none() {
+        skip(
+            TEST,
+            "a user named nobody (as root, the agent runs the proxy as nobody)",
+        );
+        return;
+    }
     guarded(move |groups| {
         let dir = temp_dir("agent-cycle");
         let certs = make_certs(&dir);
@@ -616,8 +624,7 @@ fn a_notification_starts_the_destination_and_the_next_one_replaces_it() {
         let broker_port = free_port();
         let _broker = start_broker(&tools, &dir, &certs, broker_port, &groups);
         let echo = echo_server();
-        // As root, the proxy runs as nobody, as a device would run it.
-        let user = (is_root() && nobody_uid().is_some()).then_some("nobody");
+        let user = is_root().then_some("nobody");
         let setup = AgentSetup {
             tools: &tools,
             certs: &certs,
@@ -706,7 +713,9 @@ fn a_notification_starts_the_destination_and_the_next_one_replaces_it() {
 
 #[test]
 fn the_agent_resubscribes_after_broker_errors_and_restarts() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = tools("the_agent_resubscribes_after_broker_errors_and_restarts") else {
+        return;
+    };
     guarded(move |groups| {
         let dir = temp_dir("agent-broker");
         let certs = make_certs(&dir);

@@ -2,7 +2,8 @@
 //! `localproxy-service` under BusyBox sh, with BusyBox's start-stop-daemon, sleep and
 //! kill first on PATH. The destination starts from its config file (token from a file),
 //! comes back after `kill -9` with the same client token, and stops cleanly (close frame,
-//! pid file gone). Needs the `busybox` package; without it the test says "skipped".
+//! pid file gone). Needs the `busybox` package; without it the test skips through
+//! `common::skip` (a failure under `.ci/run`, which installs it).
 
 mod common;
 
@@ -37,7 +38,10 @@ fn write_exec(path: &Path, text: &str) {
 #[test]
 fn init_script_starts_respawns_and_stops_the_proxy() {
     let Some(bb) = busybox() else {
-        eprintln!("skipped: the BusyBox service test needs busybox (apt-get install busybox)");
+        skip(
+            "init_script_starts_respawns_and_stops_the_proxy",
+            "busybox (apt-get install busybox)",
+        );
         return;
     };
     watchdog(Duration::from_secs(120), move || {

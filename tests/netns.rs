@@ -5,7 +5,9 @@
 //! (`ip link set down`: a silent black hole, no RST) for three ping periods and
 //! restored: both proxies notice, reconnect, and a new connection works.
 //!
-//! Needs root, iproute2 and nftables; without them it prints one "skipped:" line.
+//! Needs root, `ip` (iproute2) and `nft` (nftables); without one of them it skips through
+//! `common::skip` (a failure under `.ci/run`). With them, a network that cannot be built
+//! (a namespace that cannot be made, a rejected nft rule) fails the test.
 
 mod common;
 
@@ -145,17 +147,18 @@ fn serve_in(net: &Net, dir: &std::path::Path) -> (Child, String, String, String,
 
 #[test]
 fn lossy_delayed_link_and_a_cut_link() {
-    if !localproxy::sys::is_root() {
-        eprintln!("skipped: the lossy-link test needs root for ip netns and nftables");
+    const TEST: &str = "lossy_delayed_link_and_a_cut_link";
+    if !is_root() {
+        skip(TEST, "root (for ip netns and nftables)");
         return;
     }
-    let net = match make_net() {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("skipped: cannot build the test network ({e}); needs iproute2 and nftables");
+    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+        if !have(tool) {
+            skip(TEST, &format!("{tool} (apt-get install {package})"));
             return;
         }
-    };
+    }
+    let net = make_net().unwrap_or_else(|e| panic!("cannot build the test network: {e}"));
     watchdog(LIMIT, move || {
         let dir = temp_dir("netns");
         let (mut tb, endpoint, ca, dst_token, src_token) = serve_in(&net, &dir);

@@ -153,8 +153,9 @@ fn reconnect_times_ms(log: &[String]) -> Vec<u64> {
 
 #[test]
 fn require_non_root_refuses_root_without_user() {
-    if !localproxy::sys::is_root() {
-        eprintln!("skipped: --require-non-root only matters when the tests run as root");
+    // A refusal to run as root needs root to be seen; the converse is the next test.
+    if !is_root() {
+        skip("require_non_root_refuses_root_without_user", "root");
         return;
     }
     watchdog(LIMIT, || {
@@ -163,6 +164,65 @@ fn require_non_root_refuses_root_without_user() {
         assert_eq!(p.exit_code(), 2);
         let log = p.log().join("\n");
         assert!(log.contains("refusing to run as root"), "{log}");
+    });
+}
+
+/// A line the proxy logs only after the --require-non-root check.
+const PAST_THE_ROOT_CHECK: &str = "no client token given";
+
+#[test]
+fn require_non_root_lets_another_user_and_root_with_user_through() {
+    // The non-root half is run as nobody (setpriv), so that it runs where CI runs: as
+    // root. Becoming nobody needs root.
+    const TEST: &str = "require_non_root_lets_another_user_and_root_with_user_through";
+    if !is_root() {
+        skip(TEST, "root (to run the proxy as nobody)");
+        return;
+    }
+    if !have("setpriv") {
+        skip(TEST, "setpriv (apt-get install util-linux)");
+        return;
+    }
+    watchdog(LIMIT, || {
+        let gid = std::process::Command::new("id")
+            .args(["-g", "nobody"])
+            .output()
+            .expect("id -g nobody");
+        assert!(gid.status.success(), "no user nobody");
+        let gid = String::from_utf8(gid.stdout).unwrap().trim().to_string();
+        let port = free_port().to_string();
+        let args = [
+            "-e",
+            "127.0.0.1:9",
+            "-s",
+            &port,
+            "-b",
+            "127.0.0.1",
+            "--require-non-root",
+        ];
+
+        // Started as nobody: let through.
+        let regid = format!("--regid={gid}");
+        let mut prefix = vec!["--reuid=nobody", &regid, "--clear-groups", "--"];
+        prefix.push(env!("CARGO_BIN_EXE_localproxy"));
+        let env = [("AWSIOT_TUNNEL_ACCESS_TOKEN", "token-for-the-root-check")];
+        let p = Proxy::start_program("setpriv", &prefix, &args, &env);
+        p.wait_line(PAST_THE_ROOT_CHECK);
+        let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid_line.split_whitespace().skip(1).all(|u| u != "0"),
+            "setpriv left it root: {uid_line}"
+        );
+        assert_eq!(p.count("refusing to run as root"), 0, "{:?}", p.log());
+        drop(p);
+
+        // Started as root with --user: let through too.
+        let mut with_user = args.to_vec();
+        with_user.extend(["--user", "nobody"]);
+        let p = Proxy::start(&with_user, "token-for-the-root-check");
+        p.wait_line(PAST_THE_ROOT_CHECK);
+        assert_eq!(p.count("refusing to run as root"), 0, "{:?}", p.log());
     });
 }
 
@@ -362,8 +422,9 @@ fn no_token_appears_in_a_full_trace() {
 
 #[test]
 fn user_option_drops_root_after_binding_a_low_port() {
-    if !localproxy::sys::is_root() {
-        eprintln!("skipped: --user needs the tests to run as root");
+    const TEST: &str = "user_option_drops_root_after_binding_a_low_port";
+    if !is_root() {
+        skip(TEST, "root (--user switches from root)");
         return;
     }
     watchdog(LIMIT, || {

@@ -5,7 +5,9 @@
 //! without `-c` the testbed's certificate (from an unknown CA) is refused with one clear
 //! line, then exit 4 after the retries.
 //!
-//! Needs root and `unshare` (util-linux); without them it prints one "skipped:" line.
+//! Needs root and `unshare` (util-linux); without them it skips through `common::skip`
+//! (a failure under `.ci/run`). With them, a mount namespace that cannot be made fails
+//! the test.
 
 mod common;
 
@@ -15,13 +17,28 @@ use std::time::Duration;
 const HIDE_STORES: &str = "for d in /etc/ssl /etc/pki; do \
      if [ -d \"$d\" ]; then mount -t tmpfs none \"$d\" || exit 97; fi; done; exec \"$@\"";
 
-fn can_unshare() -> bool {
-    localproxy::sys::is_root()
-        && std::process::Command::new("unshare")
-            .args(["--mount", "true"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+/// Whether root and `unshare` are there (else [`skip`]); panics when they are but a mount
+/// namespace cannot be made, which is a broken scene, not a missing tool.
+fn can_unshare(test: &str) -> bool {
+    if !is_root() {
+        skip(test, "root (for unshare --mount)");
+        return false;
+    }
+    if !have("unshare") {
+        skip(test, "unshare (apt-get install util-linux)");
+        return false;
+    }
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "true"])
+        .output()
+        .expect("run unshare --mount true");
+    assert!(
+        out.status.success(),
+        "cannot make a mount namespace: unshare --mount true: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    true
 }
 
 /// Starts the proxy with `args` in a mount namespace without any CA certificate.
@@ -55,8 +72,7 @@ fn start_bare(r: &Rig, args: &[String], token: &str) -> Proxy {
 
 #[test]
 fn bare_device_uses_builtin_roots_capath_adds_and_unknown_ca_is_refused() {
-    if !can_unshare() {
-        eprintln!("skipped: the bare-device trust test needs root and unshare --mount");
+    if !can_unshare("bare_device_uses_builtin_roots_capath_adds_and_unknown_ca_is_refused") {
         return;
     }
     watchdog(Duration::from_secs(60), || {

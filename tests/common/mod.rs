@@ -85,10 +85,7 @@ pub const SKIP_LOG: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/skipped-tests.
 /// made) must fail the test, not skip it.
 pub fn skip(test: &str, missing: &str) {
     let line = format!("{test}: skipped, needs {missing}");
-    if std::env::var_os(NO_SKIP_ENV).is_some() {
-        panic!("{line} (a skip is a failure under .ci/run, which installs it)");
-    }
-    eprintln!("{line}");
+    // Logged either way, so `.ci/run` lists it even when it turned into a failure.
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -96,6 +93,12 @@ pub fn skip(test: &str, missing: &str) {
     {
         let _ = writeln!(f, "{line}");
     }
+    if std::env::var_os(NO_SKIP_ENV).is_some() {
+        panic!("{line} (a skip is a failure under .ci/run, which installs it)");
+    }
+    // Straight to fd 2, not eprintln!: the test harness captures that for passing tests,
+    // which would make the skip silent.
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Whether `cmd` is an executable file in a directory of PATH (or a path to one).
