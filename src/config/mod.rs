@@ -41,3 +41,4 @@ pub use model::{ClientType, Endpoint, Mapping, Mode, Secret, Target};
 pub use settings::Settings;
 
 pub(crate) use load::read_token_file;
+pub(crate) use rules::parse_target;

@@ -235,9 +235,11 @@ pub(crate) fn parse_endpoint(e: &str) -> Result<Endpoint, Problem> {
     })
 }
 
-/// A destination target: a Unix socket path (contains `/`), `host:port`, or a bare port
-/// on `default_host`.
+/// A destination target: a Unix socket path (contains `/`), `host:port` (`[v6]:port`),
+/// or a bare port on `default_host`; surrounding whitespace is ignored. The one parser
+/// for `-d` and `--config-dir` values, at start-up and in the session.
 pub(crate) fn parse_target(t: &str, default_host: &str) -> Result<Target, Problem> {
+    let t = t.trim();
     if t.contains('/') {
         check_path(t)?;
         return Ok(Target::Unix(PathBuf::from(t)));
@@ -519,5 +521,26 @@ mod tests {
         assert!(p("a b:22").is_err());
         assert!(p("SSH=").is_err());
         assert!(p("SSH=host:x").unwrap_err().0.starts_with("SSH: "));
+    }
+
+    /// The one target parser, for `-d` and for `--config-dir` values in the session:
+    /// what either accepted before, as long as it is valid.
+    #[test]
+    fn target_forms() {
+        let t = |v: &str| parse_target(v, "10.0.0.9");
+        assert_eq!(t("22"), Ok(tcp("10.0.0.9", 22)));
+        assert_eq!(t("host:22"), Ok(tcp("host", 22)));
+        assert_eq!(t("[::1]:22"), Ok(tcp("::1", 22)));
+        assert_eq!(t("/run/a.sock"), Ok(Target::Unix("/run/a.sock".into())));
+        // Surrounding whitespace is ignored, as the session's own parser did.
+        assert_eq!(t(" 22\t"), Ok(tcp("10.0.0.9", 22)));
+        assert_eq!(t(" localhost:8080 "), Ok(tcp("localhost", 8080)));
+        assert_eq!(t(" /run/a.sock "), Ok(Target::Unix("/run/a.sock".into())));
+        // Refused by the start-up rules, so never seen by the session either.
+        for bad in [
+            "", "0", "+22", "host", "host:0", ":22", "::1:22", "[::1]", "a b:22",
+        ] {
+            assert!(t(bad).is_err(), "{bad}");
+        }
     }
 }
