@@ -494,6 +494,42 @@ mod tests {
     }
 
     #[test]
+    fn access_token_file_is_read_through_the_given_reader() {
+        let a = args(&["-r", "x", "-s", "1", "--access-token-file", "/run/t"]);
+        let no_env = |_: &str| -> Option<String> { None };
+        let build = |read: &dyn Fn(&Path) -> Result<String, String>| {
+            let r = resolve(&a, None, &no_env).unwrap();
+            r.into_config(Settings::default(), Vec::new(), read)
+        };
+        let (c, _) = build(&|p| {
+            assert_eq!(p, Path::new("/run/t"));
+            Ok(TOKEN.to_string())
+        })
+        .unwrap();
+        assert_eq!(c.access_token.expose(), TOKEN);
+        assert_eq!(c.access_token_file.as_deref(), Some(Path::new("/run/t")));
+        let e = build(&no_file).unwrap_err().to_string();
+        assert_eq!(e, "--access-token-file: cannot read /run/t: not in this test; write the access token into the file");
+        let e = build(&|_| Ok(String::new())).unwrap_err().to_string();
+        assert!(e.starts_with("--access-token-file: is empty"), "{e}");
+        let both = [
+            "-t",
+            TOKEN,
+            "-r",
+            "x",
+            "-s",
+            "1",
+            "--access-token-file",
+            "/t",
+        ];
+        let e = build_with(&both, None, &[]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--access-token and --access-token-file: both are given"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn token_on_cli_warns() {
         let (_, w) = build_with(&["-t", TOKEN, "-r", "us-east-1", "-s", "1"], None, &[]).unwrap();
         assert!(w
