@@ -14,7 +14,7 @@
 //! - `precedence`: CLI > `--config` file > environment, each value with its origin.
 //! - `validate`: the resolved values → [`Config`] (rules across options).
 //! - `from_notification`: the notification as one more origin, and its services check.
-//! - `load`: the only file I/O; [`load`] is what `main` calls.
+//! - `load`: the only file I/O; [`load()`] is what `main` calls.
 //!
 //! Everything but `load` is pure (the environment is a closure, files are text), so
 //! tests inject everything. The command line itself is `crate::cli`, which uses only
