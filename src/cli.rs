@@ -11,7 +11,8 @@
 //! one arm in each of [`Args::value`] and [`Args::set`]. Options allowed in a `--config`
 //! file are resolved generically by `config`.
 
-use crate::config::{ConfigError, Secret};
+use crate::config::error::ConfigError;
+use crate::config::model::Secret;
 use std::ffi::OsString;
 use std::path::PathBuf;
 

@@ -4,8 +4,9 @@
 //! Module map, read in this order:
 //! - [`protocol`]: the wire format (message model, framing codec, limits).
 //! - [`session`]: the sans-I/O state machine that makes every protocol decision.
-//! - [`config`], [`settings`], [`cli`]: command line, config files, environment.
-//! - [`notification`]: `--notification`, a tunnel notification document as configuration.
+//! - [`cli`]: the command line (option table, parser, `--help`).
+//! - [`config`]: command line + config files + environment + settings + `--notification`
+//!   → one validated configuration.
 //! - [`logging`]: plain stderr log lines (level from `-v`, `RUST_LOG` overrides).
 //! - [`trust`]: which CA certificates verify the service (system store or built-in roots).
 //! - [`tunnel`]: the thread that owns the TLS WebSocket (connect, pings, reconnect).
@@ -21,12 +22,10 @@ pub mod config;
 pub mod link;
 pub mod local;
 pub mod logging;
-pub mod notification;
 pub mod protocol;
 pub mod resolve;
 pub mod run;
 pub mod session;
-pub mod settings;
 pub mod sys;
 pub mod testbed;
 pub mod token;

@@ -7,8 +7,7 @@
 //! every write ignores a closed pipe: `println!` would panic, and a panic aborts.
 
 use localproxy::cli::{self, Command};
-use localproxy::config::{self, ConfigError};
-use localproxy::settings::Settings;
+use localproxy::config::{self, ConfigError, Settings};
 use localproxy::{logging, Exit};
 use std::io::Write;
 

@@ -11,7 +11,7 @@
 //! connections it asks for (destination connects); the local thread allocates ids for
 //! accepted connections from the upper half of the range ([`ACCEPTED_ID_BASE`]).
 
-use crate::config::{ClientType, Mapping, Mode, Target};
+use crate::config::{parse_target, ClientType, Mapping, Mode, Target};
 use crate::logging::Noise;
 use crate::peer_log;
 use crate::protocol::{codec, Message, Type, Version};
@@ -485,7 +485,7 @@ impl Session {
                     }
                     (Mode::Destination, Some(v)) => {
                         let target = parse_target(v, &self.default_host)
-                            .ok_or_else(|| SessionError::MissingTarget(id.clone()))?;
+                            .map_err(|_| SessionError::MissingTarget(id.clone()))?;
                         pairs.push((id.clone(), 0, Some(target)));
                     }
                     (Mode::Destination, None) => {
@@ -998,26 +998,6 @@ fn mapping_parts(m: &Mapping, id: String) -> (String, u16, Option<Target>) {
         Mapping::Listen { port, .. } => (id, *port, None),
         Mapping::Connect { target, .. } => (id, 0, Some(target.clone())),
     }
-}
-
-/// Parses a --config-dir destination value: `port`, `host:port` or a Unix socket path.
-fn parse_target(v: &str, default_host: &str) -> Option<Target> {
-    let v = v.trim();
-    if v.contains('/') {
-        return Some(Target::Unix(v.into()));
-    }
-    if let Ok(port) = v.parse::<u16>() {
-        return (port != 0).then(|| Target::Tcp {
-            host: default_host.to_string(),
-            port,
-        });
-    }
-    let (host, port) = v.rsplit_once(':')?;
-    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
-    Some(Target::Tcp {
-        host: host.trim_matches(['[', ']']).to_string(),
-        port,
-    })
 }
 
 fn same_set(a: &[String], b: &[String]) -> bool {

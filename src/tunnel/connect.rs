@@ -331,7 +331,7 @@ pub fn tls_connector(
         log::info!("trusting {n} extra certificate(s) from {}", dir.display());
     }
     if insecure {
-        // config.rs already warned at start (one loud line, also shown by --check).
+        // config/validate.rs already warned at start (one loud line, also shown by --check).
         b.danger_accept_invalid_certs(true);
         b.danger_accept_invalid_hostnames(true);
     }

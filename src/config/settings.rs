@@ -9,12 +9,13 @@
 //! proxy reads the other's file. No file I/O here (the caller reads and writes the text),
 //! and nothing about sockets or timers: applying settings is the engine's business.
 
-use crate::config::{self, ConfigError};
+use super::error::{quoted, ConfigError};
+use super::rules::{check_host, check_region, json_depth, parse_bool};
 use crate::protocol::{Version, DATA_HEADROOM, LENGTH_PREFIX, MAX_MESSAGE, MAX_PAYLOAD};
 use tinyjson::JsonValue;
 
 /// Prefix of every key in the JSON file.
-pub const KEY_PREFIX: &str = "tunneling.proxy.";
+pub(crate) const KEY_PREFIX: &str = "tunneling.proxy.";
 
 /// Upper bound for every buffer size: far above any sane value, low enough that a typo
 /// cannot make the proxy try to allocate gigabytes.
@@ -31,53 +32,53 @@ const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// `default_bind_address`: source listen host when no `-b`.
-    pub default_bind_address: String,
+    pub(crate) default_bind_address: String,
     /// `endpoint_format`: region → host, `%s` replaced by the region.
-    pub endpoint_format: String,
+    pub(crate) endpoint_format: String,
     /// `region_endpoint_overrides.<region>`: per-region host.
-    pub region_endpoint_overrides: Vec<(String, String)>,
+    pub(crate) region_endpoint_overrides: Vec<(String, String)>,
     /// `message.data_length_size`: must be 2.
-    pub data_length_size: usize,
+    pub(crate) data_length_size: usize,
     /// `message.data_frame_max_size`: exported for compatibility, unused.
-    pub data_frame_max_size: usize,
+    pub(crate) data_frame_max_size: usize,
     /// `message.max_payload_size`: DATA chunk size, ≤ 64512.
-    pub max_payload_size: usize,
+    pub(crate) max_payload_size: usize,
     /// `message.max_size`: largest protobuf message accepted.
-    pub max_size: usize,
+    pub(crate) max_size: usize,
     /// `tcp.connection_retry_count`: destination connect retries, source bind retries; -1 = forever.
-    pub tcp_connection_retry_count: i64,
+    pub(crate) tcp_connection_retry_count: i64,
     /// `tcp.connection_retry_delay_ms`.
-    pub tcp_connection_retry_delay_ms: u64,
+    pub(crate) tcp_connection_retry_delay_ms: u64,
     /// `tcp.read_buffer_size`: largest read from a local socket, so the largest DATA
     /// payload we send (at most `message.max_payload_size`).
-    pub tcp_read_buffer_size: usize,
+    pub(crate) tcp_read_buffer_size: usize,
     /// `tcp.write_buffer_size`: per-connection bound on bytes waiting for the local socket.
-    pub tcp_write_buffer_size: usize,
+    pub(crate) tcp_write_buffer_size: usize,
     /// `tcp.max_active_connections`: per service.
-    pub tcp_max_active_connections: usize,
+    pub(crate) tcp_max_active_connections: usize,
     /// `websocket.ping_period_ms`.
-    pub ws_ping_period_ms: u64,
+    pub(crate) ws_ping_period_ms: u64,
     /// `websocket.retry_delay_ms`: first reconnect delay.
-    pub ws_retry_delay_ms: u64,
+    pub(crate) ws_retry_delay_ms: u64,
     /// `websocket.retry_max_delay_ms` (ours): cap of the exponential backoff.
-    pub ws_retry_max_delay_ms: u64,
+    pub(crate) ws_retry_max_delay_ms: u64,
     /// `websocket.connect_retry_count`: -1 = forever; 4xx is never retried.
-    pub ws_connect_retry_count: i64,
+    pub(crate) ws_connect_retry_count: i64,
     /// `websocket.connect_timeout_ms` (ours): bound of one whole connect attempt (name
     /// lookup, TCP, web proxy, TLS handshake, WebSocket upgrade); a timed-out attempt
     /// is retried like any other failure.
-    pub ws_connect_timeout_ms: u64,
+    pub(crate) ws_connect_timeout_ms: u64,
     /// `websocket.reconnect_on_data_error`: reconnect (true) or exit after a session error.
-    pub ws_reconnect_on_data_error: bool,
+    pub(crate) ws_reconnect_on_data_error: bool,
     /// `websocket.subprotocol`: offered in `Sec-WebSocket-Protocol`.
-    pub ws_subprotocol: String,
+    pub(crate) ws_subprotocol: String,
     /// `websocket.max_frame_size`: largest WebSocket frame (and message) accepted from the
     /// service; a larger one is a data error that ends the connection.
-    pub ws_max_frame_size: usize,
+    pub(crate) ws_max_frame_size: usize,
     /// `websocket.write_buffer_size`: bound on bytes queued towards the tunnel.
-    pub ws_write_buffer_size: usize,
+    pub(crate) ws_write_buffer_size: usize,
     /// `websocket.read_buffer_size`: WebSocket read buffer.
-    pub ws_read_buffer_size: usize,
+    pub(crate) ws_read_buffer_size: usize,
 }
 
 impl Default for Settings {
@@ -121,7 +122,7 @@ impl Default for Settings {
 impl Settings {
     /// Every key (without [`KEY_PREFIX`]) and its value as the JSON file writes it, in file
     /// order. `--check` prints these too.
-    pub fn entries(&self) -> Vec<(String, String)> {
+    pub(crate) fn entries(&self) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = vec![
             (
                 "default_bind_address".into(),
@@ -207,7 +208,7 @@ impl Settings {
     }
 
     /// The service host for a region: an override if one is set, else `endpoint_format`.
-    pub fn endpoint_host(&self, region: &str) -> String {
+    pub(crate) fn endpoint_host(&self, region: &str) -> String {
         match self
             .region_endpoint_overrides
             .iter()
@@ -230,10 +231,10 @@ impl Settings {
 
     /// Reads a settings file over the defaults. Returns the settings and warnings (unknown
     /// keys); an error names the key, the problem and the fix.
-    pub fn from_json(text: &str) -> Result<(Settings, Vec<String>), ConfigError> {
+    pub(crate) fn from_json(text: &str) -> Result<(Settings, Vec<String>), ConfigError> {
         // The JSON parser recurses: refuse deep nesting before it can exhaust the stack.
         const MAX_DEPTH: usize = 32;
-        if crate::notification::depth(text.as_bytes(), MAX_DEPTH) > MAX_DEPTH {
+        if json_depth(text.as_bytes(), MAX_DEPTH) > MAX_DEPTH {
             return Err(ConfigError::new(
                 "",
                 format!("arrays or objects are nested more than {MAX_DEPTH} deep"),
@@ -320,7 +321,7 @@ impl Settings {
     }
 
     /// Checks every value against the limits the engine relies on.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let err = |key: &str, problem: String, fix: String| {
             Err(ConfigError::new(format!("{KEY_PREFIX}{key}"), problem, fix))
         };
@@ -344,7 +345,7 @@ impl Settings {
             }
             Ok(())
         };
-        if let Err((problem, fix)) = config::check_host(&self.default_bind_address) {
+        if let Err((problem, fix)) = check_host(&self.default_bind_address) {
             return err("default_bind_address", problem, fix);
         }
         if self.endpoint_format.matches("%s").count() != 1 {
@@ -354,15 +355,15 @@ impl Settings {
                 "write the host with %s where the region goes, e.g. data.tunneling.iot.%s.amazonaws.com".into(),
             );
         }
-        if let Err((problem, fix)) = config::check_host(&self.endpoint_host("us-east-1")) {
+        if let Err((problem, fix)) = check_host(&self.endpoint_host("us-east-1")) {
             return err("endpoint_format", problem, fix);
         }
         for (region, host) in &self.region_endpoint_overrides {
             let key = format!("region_endpoint_overrides.{region}");
-            if let Err((problem, fix)) = config::check_region(region) {
+            if let Err((problem, fix)) = check_region(region) {
                 return err(&key, format!("the region name {problem}"), fix);
             }
-            if let Err((problem, fix)) = config::check_host(host) {
+            if let Err((problem, fix)) = check_host(host) {
                 return err(&key, problem, fix);
             }
         }
@@ -513,7 +514,7 @@ fn scalar_text(v: &JsonValue) -> Result<String, (String, String)> {
 fn unsigned<T: std::str::FromStr>(t: &str) -> Result<T, (String, String)> {
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
         return Err((
-            format!("'{}' is not a number", config::shown(t)),
+            format!("'{}' is not a number", quoted(t)),
             "give digits only, e.g. \"2500\"".into(),
         ));
     }
@@ -528,16 +529,16 @@ fn count(t: &str) -> Result<i64, (String, String)> {
     }
     .map_err(|_| {
         (
-            format!("'{}' is not a count", config::shown(t)),
+            format!("'{}' is not a count", quoted(t)),
             "give -1 (forever) or a count from 0".into(),
         )
     })
 }
 
 fn boolean(t: &str) -> Result<bool, (String, String)> {
-    config::parse_bool(t).ok_or_else(|| {
+    parse_bool(t).ok_or_else(|| {
         (
-            format!("'{}' is not true or false", config::shown(t)),
+            format!("'{}' is not true or false", quoted(t)),
             "give \"true\" or \"false\"".into(),
         )
     })
