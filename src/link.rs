@@ -14,7 +14,7 @@ use crate::config::Target;
 use crate::session::LocalId;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 use tungstenite::Bytes;
 
@@ -123,7 +123,7 @@ pub struct Counter {
 impl Counter {
     pub fn add(&self, v: u64) {
         #[cfg(target_has_atomic = "64")]
-        self.n.fetch_add(v, Ordering::Relaxed);
+        self.n.fetch_add(v, std::sync::atomic::Ordering::Relaxed);
         #[cfg(not(target_has_atomic = "64"))]
         {
             let mut g = self.n.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,7 +133,7 @@ impl Counter {
 
     pub fn get(&self) -> u64 {
         #[cfg(target_has_atomic = "64")]
-        return self.n.load(Ordering::Relaxed);
+        return self.n.load(std::sync::atomic::Ordering::Relaxed);
         #[cfg(not(target_has_atomic = "64"))]
         return *self.n.lock().unwrap_or_else(|p| p.into_inner());
     }
