@@ -92,8 +92,15 @@ build() {
         export OPENSSL_SRC_PERL="$ROOT/cross/openssl-configure" OSSL_EXTRA="$opts"
         export "$var=$cflags"
         /usr/bin/cargo zigbuild -q --release --locked --bin localproxy --target "$t" \
-            -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size
+            -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size \
+            2>&1 | tee "$tdir/build-$t.log"
+        exit "${PIPESTATUS[0]}"
     ) || die "the build for $t failed (see the compiler output above)"
+    # Code that only this target compiles (no 64-bit atomics, musl) is not linted by the
+    # host's clippy: a warning here fails the build.
+    if grep -q '^warning' "$tdir/build-$t.log"; then
+        die "the build for $t has warnings (above); fix them"
+    fi
     local bin="$tdir/$t/release/localproxy"
     [ -f "$bin" ] || die "no binary at $bin after the build"
     local desc
