@@ -75,6 +75,7 @@ build() {
         *) die "unknown target $t; use one of: $ALL (or all)" ;;
     esac
     local tdir="$ROOT/target/cross"
+    mkdir -p "$tdir"
     local stamp="$tdir/$t/.openssl-options" opts="$OSSL_COMMON $extra"
     # Cargo does not see OSSL_EXTRA: rebuild OpenSSL when the options change.
     if [ "$(cat "$stamp" 2>/dev/null || true)" != "$opts" ]; then
