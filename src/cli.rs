@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 /// Every option we know, CLI-only ones included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OptId {
+pub(crate) enum OptId {
     Help,
     Version,
     AccessToken,
@@ -48,7 +48,7 @@ pub enum OptId {
 /// One row of the option table: how the option is spelled, where else it may come from,
 /// and what `--help` says about it.
 #[derive(Debug)]
-pub struct OptSpec {
+pub(crate) struct OptSpec {
     pub id: OptId,
     pub short: Option<char>,
     /// Long name without dashes; also the key in a `--config` file.
@@ -85,7 +85,7 @@ const fn opt(
 
 /// The option table, in `--help` order. Names and letters are the C++ reference's.
 #[rustfmt::skip]
-pub const OPTIONS: &[OptSpec] = &[
+pub(crate) const OPTIONS: &[OptSpec] = &[
     opt(OptId::Help, Some('h'), "help", None, None, false,
         "print this help and exit"),
     opt(OptId::Version, Some('V'), "version", None, None, false,
@@ -144,13 +144,13 @@ pub const OPTIONS: &[OptSpec] = &[
 ];
 
 /// The row of an option.
-pub fn spec(id: OptId) -> &'static OptSpec {
+pub(crate) fn spec(id: OptId) -> &'static OptSpec {
     // Every variant has a row; `find` cannot fail, but never panic on a table edit.
     OPTIONS.iter().find(|o| o.id == id).unwrap_or(&OPTIONS[0])
 }
 
 /// The row whose long name is exactly `name` (for `--config` keys).
-pub fn find_long(name: &str) -> Option<&'static OptSpec> {
+pub(crate) fn find_long(name: &str) -> Option<&'static OptSpec> {
     OPTIONS.iter().find(|o| o.long == name)
 }
 
@@ -193,7 +193,7 @@ pub struct Args {
 
 impl Args {
     /// The value of an option given on the command line (`"true"` for a set flag).
-    pub fn value(&self, id: OptId) -> Option<&str> {
+    pub(crate) fn value(&self, id: OptId) -> Option<&str> {
         let flag = |b: bool| if b { Some("true") } else { None };
         match id {
             OptId::Help | OptId::Version => None,
@@ -265,7 +265,7 @@ impl Args {
 }
 
 /// The `-x, --long VALUE` label of an option, for error messages.
-pub fn label(o: &OptSpec) -> String {
+pub(crate) fn label(o: &OptSpec) -> String {
     format!("--{}", o.long)
 }
 
@@ -306,7 +306,7 @@ fn lookup_long(name: &str) -> Result<&'static OptSpec, ConfigError> {
 
 /// An unknown name is echoed only if it looks like a name, so a mistyped line that is
 /// really a token never reaches the terminal.
-pub fn shown_name(name: &str) -> String {
+pub(crate) fn shown_name(name: &str) -> String {
     let looks_like_name = name.len() <= 40
         && name
             .chars()

@@ -19,18 +19,18 @@
 
 pub mod cli;
 pub mod config;
-pub mod link;
-pub mod local;
+pub(crate) mod link;
+pub(crate) mod local;
 pub mod logging;
 pub mod protocol;
-pub mod resolve;
+pub(crate) mod resolve;
 pub mod run;
 pub mod session;
 pub mod sys;
 pub mod testbed;
-pub mod token;
+pub(crate) mod token;
 pub mod trust;
-pub mod tunnel;
+pub(crate) mod tunnel;
 
 /// Process exit codes, decided in `main` alone. Documented in README and `--help`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use tungstenite::Bytes;
 
 /// What the tunnel thread (or main) asks of the local thread.
 #[derive(Debug)]
-pub enum ToLocal {
+pub(crate) enum ToLocal {
     Listen {
         service: usize,
         service_id: String,
@@ -51,7 +51,7 @@ pub enum ToLocal {
 
 /// What a name lookup is for.
 #[derive(Clone, Copy, Debug)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// A destination connect.
     Conn(LocalId),
     /// A source listener's bind address (index into the listeners).
@@ -60,7 +60,7 @@ pub enum Lookup {
 
 /// What the local thread reports to the tunnel thread.
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     Accepted {
         local: LocalId,
         service: usize,
@@ -82,11 +82,9 @@ pub enum Event {
     },
     Listening {
         service: usize,
-        addr: SocketAddr,
     },
     /// A listener could not be bound after the retries: the process gives up.
     ListenFailed {
-        service: usize,
         error: String,
     },
 }
@@ -94,26 +92,26 @@ pub enum Event {
 /// State both I/O threads share: flow-control counters, the tunnel's readiness, status
 /// figures.
 #[derive(Debug, Default)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// Payload bytes read from local sockets and not yet taken by the tunnel thread.
-    pub to_tunnel: AtomicUsize,
+    pub(crate) to_tunnel: AtomicUsize,
     /// Payload bytes handed to the local thread and not yet written to a socket.
-    pub to_local: AtomicUsize,
+    pub(crate) to_local: AtomicUsize,
     /// The local thread stopped reading because `to_tunnel` is over its bound.
-    pub local_paused: AtomicBool,
+    pub(crate) local_paused: AtomicBool,
     /// The tunnel thread stopped reading because `to_local` is over its bound.
-    pub tunnel_paused: AtomicBool,
+    pub(crate) tunnel_paused: AtomicBool,
     /// New local connections may be accepted (the tunnel is open and ready).
-    pub tunnel_ready: AtomicBool,
+    pub(crate) tunnel_ready: AtomicBool,
     /// Payload bytes read from local sockets / written to local sockets, in total.
-    pub bytes_from_local: Counter,
-    pub bytes_to_local: Counter,
+    pub(crate) bytes_from_local: Counter,
+    pub(crate) bytes_to_local: Counter,
 }
 
 /// A byte counter for the status line: a 64-bit atomic where the CPU has one, a mutex
 /// where it has not (32-bit MIPS), so it never wraps at 4 GiB.
 #[derive(Debug, Default)]
-pub struct Counter {
+pub(crate) struct Counter {
     #[cfg(target_has_atomic = "64")]
     n: std::sync::atomic::AtomicU64,
     #[cfg(not(target_has_atomic = "64"))]
@@ -121,7 +119,7 @@ pub struct Counter {
 }
 
 impl Counter {
-    pub fn add(&self, v: u64) {
+    pub(crate) fn add(&self, v: u64) {
         #[cfg(target_has_atomic = "64")]
         self.n.fetch_add(v, std::sync::atomic::Ordering::Relaxed);
         #[cfg(not(target_has_atomic = "64"))]
@@ -131,7 +129,7 @@ impl Counter {
         }
     }
 
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         #[cfg(target_has_atomic = "64")]
         return self.n.load(std::sync::atomic::Ordering::Relaxed);
         #[cfg(not(target_has_atomic = "64"))]
@@ -141,22 +139,22 @@ impl Counter {
 
 /// Limits and retry policy of the local side.
 #[derive(Clone, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Largest read from a local socket, so the largest DATA payload:
     /// tcp.read_buffer_size, at most message.max_payload_size.
-    pub read_chunk: usize,
+    pub(crate) read_chunk: usize,
     /// Bound of `Shared::to_tunnel`.
-    pub to_tunnel_max: usize,
+    pub(crate) to_tunnel_max: usize,
     /// Bound of `Shared::to_local` (enforced by the tunnel thread).
-    pub to_local_max: usize,
+    pub(crate) to_local_max: usize,
     /// Destination connect and source bind retries (-1 = forever) and their delay.
-    pub retry_count: i64,
-    pub retry_delay: Duration,
+    pub(crate) retry_count: i64,
+    pub(crate) retry_delay: Duration,
 }
 
 /// What reaches the tunnel thread: local events, and main's requests.
 #[derive(Debug)]
-pub enum ToTunnel {
+pub(crate) enum ToTunnel {
     Local(Event),
     /// SIGTERM/SIGINT: send a close frame and stop.
     Shutdown,

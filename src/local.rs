@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use tungstenite::Bytes;
 
 /// How long one connect attempt to a destination target (TCP or Unix socket) may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long queued data may take to drain when the process stops.
-pub const FLUSH_ON_EXIT: Duration = Duration::from_millis(1000);
+pub(crate) const FLUSH_ON_EXIT: Duration = Duration::from_millis(1000);
 /// Reads per connection per wake-up, so one busy connection cannot starve the others.
 const READS_PER_WAKE: usize = 4;
 
@@ -122,7 +122,7 @@ enum Slot {
 }
 
 /// The local thread's state. Create with [`LocalThread::new`], then call `run`.
-pub struct LocalThread {
+pub(crate) struct LocalThread {
     limits: Limits,
     rx: sys::Receiver<ToLocal>,
     me: sys::Sender<ToLocal>,
@@ -139,7 +139,7 @@ pub struct LocalThread {
 
 impl LocalThread {
     /// `me` must be a sender of `rx`'s channel (lookup threads report through it).
-    pub fn new(
+    pub(crate) fn new(
         limits: Limits,
         rx: sys::Receiver<ToLocal>,
         me: sys::Sender<ToLocal>,
@@ -169,7 +169,7 @@ impl LocalThread {
     }
 
     /// Runs until `ToLocal::Shutdown` or until every sender is gone.
-    pub fn run(mut self) -> io::Result<()> {
+    pub(crate) fn run(mut self) -> io::Result<()> {
         let waker = self.rx.waker().clone();
         let mut set = PollSet::new();
         let mut slots: Vec<Slot> = Vec::new();
@@ -445,7 +445,7 @@ impl LocalThread {
                 log::info!("listening on {addr} for service {name}");
                 l.sock = Some(sock);
                 let service = l.service;
-                self.emit(Event::Listening { service, addr });
+                self.emit(Event::Listening { service });
             }
             Err(e) => {
                 l.attempts += 1;
@@ -455,8 +455,7 @@ impl LocalThread {
                         "cannot listen on {}:{} for service {name}: {e}; free the port or choose another with -s",
                         l.host, l.port
                     );
-                    let service = l.service;
-                    self.emit(Event::ListenFailed { service, error });
+                    self.emit(Event::ListenFailed { error });
                 } else {
                     log::warn!(
                         "cannot listen on {}:{} for service {name}: {e}; retrying in {} ms",
@@ -478,7 +477,7 @@ impl LocalThread {
             match sock.accept() {
                 Ok((s, peer)) => {
                     if !self.shared.tunnel_ready.load(Ordering::SeqCst) {
-                        crate::peer_log!(
+                        crate::logging::peer_log!(
                             Noise::LocalRefused,
                             log::Level::Warn,
                             "refused a connection from {peer}: the tunnel is not open; try again when it is"
@@ -504,7 +503,11 @@ impl LocalThread {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ECONNABORTED, EMFILE, ...: log and try again at the next wake-up.
-                    crate::peer_log!(Noise::LocalRefused, log::Level::Warn, "accept failed: {e}");
+                    crate::logging::peer_log!(
+                        Noise::LocalRefused,
+                        log::Level::Warn,
+                        "accept failed: {e}"
+                    );
                     return;
                 }
             }

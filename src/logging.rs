@@ -19,7 +19,7 @@ pub const TIMESTAMPS_ENV: &str = "LOCALPROXY_LOG_TIMESTAMPS";
 
 /// The reference's `-v` numbering: 0 off, 1 fatal (we have no fatal: error), 2 error,
 /// 3 warn, 4 info, 5 debug, 6 and up trace.
-pub fn level_for(verbosity: u8) -> LevelFilter {
+pub(crate) fn level_for(verbosity: u8) -> LevelFilter {
     match verbosity {
         0 => LevelFilter::Off,
         1 | 2 => LevelFilter::Error,
@@ -31,7 +31,7 @@ pub fn level_for(verbosity: u8) -> LevelFilter {
 }
 
 /// Name of a `-v` level, for `--check`.
-pub fn level_name(verbosity: u8) -> &'static str {
+pub(crate) fn level_name(verbosity: u8) -> &'static str {
     match verbosity {
         0 => "off",
         1 => "fatal",
@@ -74,7 +74,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// `since_epoch` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn format_utc(since_epoch: Duration) -> String {
+pub(crate) fn format_utc(since_epoch: Duration) -> String {
     let secs = since_epoch.as_secs() as i64;
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
@@ -125,7 +125,7 @@ pub fn init(verbosity: u8, rust_log: Option<&str>, timestamps: bool) {
 /// hostile or buggy peer must not flood a 115200-baud serial console, nor stall the I/O
 /// threads writing to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Noise {
+pub(crate) enum Noise {
     /// Messages of unknown or zero type.
     UnknownType,
     /// Stream messages before SERVICE_IDS.
@@ -168,13 +168,13 @@ impl Noise {
 }
 
 /// Lines of one kind shown per window; the rest are counted.
-pub const NOISE_BURST: u32 = 5;
+pub(crate) const NOISE_BURST: u32 = 5;
 /// The window: at most [`NOISE_BURST`] lines of a kind per second.
-pub const NOISE_WINDOW: Duration = Duration::from_secs(1);
+pub(crate) const NOISE_WINDOW: Duration = Duration::from_secs(1);
 
 /// The limit for one kind of line: pure, time comes in.
 #[derive(Clone, Copy, Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     window_start: Option<Instant>,
     shown: u32,
     suppressed: u64,
@@ -182,7 +182,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub const fn new() -> Throttle {
+    pub(crate) const fn new() -> Throttle {
         Throttle {
             window_start: None,
             shown: 0,
@@ -193,7 +193,11 @@ impl Throttle {
 
     /// Whether a line at `level` may be shown at `now`; also the count of lines
     /// suppressed in the window that just ended, to report first.
-    pub fn admit(&mut self, now: Instant, level: log::Level) -> (bool, Option<(u64, log::Level)>) {
+    pub(crate) fn admit(
+        &mut self,
+        now: Instant,
+        level: log::Level,
+    ) -> (bool, Option<(u64, log::Level)>) {
         let report = self.flush(now);
         if self.window_start.is_none() {
             self.window_start = Some(now);
@@ -211,7 +215,7 @@ impl Throttle {
     }
 
     /// Ends the window if it is over: returns the count suppressed in it, if any.
-    pub fn flush(&mut self, now: Instant) -> Option<(u64, log::Level)> {
+    pub(crate) fn flush(&mut self, now: Instant) -> Option<(u64, log::Level)> {
         let start = self.window_start?;
         if now.saturating_duration_since(start) < NOISE_WINDOW {
             return None;
@@ -224,7 +228,7 @@ impl Throttle {
     }
 
     /// When [`Throttle::flush`] has a count to report.
-    pub fn due(&self) -> Option<Instant> {
+    pub(crate) fn due(&self) -> Option<Instant> {
         match self.window_start {
             Some(start) if self.suppressed > 0 => Some(start + NOISE_WINDOW),
             _ => None,
@@ -253,7 +257,7 @@ fn report(kind: Noise, counted: Option<(u64, log::Level)>) {
 
 /// Whether a peer-caused line of `kind` at `level` may be written now; writes the
 /// summary of an ended window first. Use [`peer_log!`].
-pub fn admit(kind: Noise, level: log::Level) -> bool {
+pub(crate) fn admit(kind: Noise, level: log::Level) -> bool {
     let (show, counted) = throttles()[kind as usize].admit(Instant::now(), level);
     report(kind, counted);
     show
@@ -261,7 +265,7 @@ pub fn admit(kind: Noise, level: log::Level) -> bool {
 
 /// Writes the summaries of windows that have ended; returns when the next one is due.
 /// The I/O threads call it on every wake and sleep no later than what it returns.
-pub fn flush_noise() -> Option<Instant> {
+pub(crate) fn flush_noise() -> Option<Instant> {
     let now = Instant::now();
     let mut counted = Vec::new();
     let mut due: Option<Instant> = None;
@@ -285,7 +289,6 @@ pub fn flush_noise() -> Option<Instant> {
 
 /// `log!` for lines a peer can cause: at most [`NOISE_BURST`] per kind per second,
 /// then one `(N more like this suppressed: ...)` line.
-#[macro_export]
 macro_rules! peer_log {
     ($kind:expr, $level:expr, $($arg:tt)+) => {
         if log::log_enabled!($level) && $crate::logging::admit($kind, $level) {
@@ -293,6 +296,7 @@ macro_rules! peer_log {
         }
     };
 }
+pub(crate) use peer_log;
 
 /// Drops the records that could carry a token whatever the filters say: tungstenite
 /// logs the whole upgrade request, `access-token` header included, at trace level.

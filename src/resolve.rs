@@ -8,7 +8,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 /// The address `host` spells, if it is an IP literal (IPv6 with or without brackets).
-pub fn ip_literal(host: &str) -> Option<IpAddr> {
+pub(crate) fn ip_literal(host: &str) -> Option<IpAddr> {
     let bare = match host.strip_prefix('[') {
         Some(rest) => rest.strip_suffix(']')?,
         None => host,
@@ -19,7 +19,7 @@ pub fn ip_literal(host: &str) -> Option<IpAddr> {
 /// Looks `host` up on a new thread named "lookup" and calls `done` there with the
 /// addresses for `port` (never an empty list: a name without addresses is an error).
 /// Fails only if the thread cannot be started; `done` is then never called.
-pub fn spawn<F>(host: &str, port: u16, done: F) -> io::Result<()>
+pub(crate) fn spawn<F>(host: &str, port: u16, done: F) -> io::Result<()>
 where
     F: FnOnce(io::Result<Vec<SocketAddr>>) + Send + 'static,
 {

@@ -18,7 +18,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long the threads may take to stop after a signal.
-pub const STOP_TIMEOUT: Duration = Duration::from_millis(1800);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_millis(1800);
 
 const SIGNALS: [i32; 5] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2];
 

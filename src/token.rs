@@ -12,7 +12,7 @@ use std::path::Path;
 
 /// A random UUID v4 (RFC 9562) from the OS random source: 36 characters of hex digits
 /// and dashes, which the service's client-token rule accepts.
-pub fn uuid_v4() -> std::io::Result<String> {
+pub(crate) fn uuid_v4() -> std::io::Result<String> {
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
@@ -29,13 +29,13 @@ pub fn uuid_v4() -> std::io::Result<String> {
 }
 
 /// Whether `t` satisfies the service's client-token rule `[A-Za-z0-9-]{32,128}`.
-pub fn valid_client_token(t: &str) -> bool {
+pub(crate) fn valid_client_token(t: &str) -> bool {
     (32..=128).contains(&t.len()) && t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
 }
 
 /// Where the client token of this process comes from.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ClientTokenSource {
+pub(crate) enum ClientTokenSource {
     Given,
     File,
     Stored,
@@ -44,7 +44,7 @@ pub enum ClientTokenSource {
 
 /// Decides the client token: the one given, else the one in `file` (made and stored
 /// there with mode 0600 if the file does not exist), else a fresh one for this process.
-pub fn client_token(
+pub(crate) fn client_token(
     given: Option<&Secret>,
     file: Option<&Path>,
 ) -> Result<(Secret, ClientTokenSource), String> {

@@ -20,10 +20,10 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// Hashed certificate directories, in the order tried (Debian/OpenWrt/Alpine, RHEL).
-pub const USUAL_DIRS: &[&str] = &["/etc/ssl/certs", "/etc/pki/tls/certs"];
+pub(crate) const USUAL_DIRS: &[&str] = &["/etc/ssl/certs", "/etc/pki/tls/certs"];
 
 /// Certificate bundles, in the order tried.
-pub const USUAL_FILES: &[&str] = &[
+pub(crate) const USUAL_FILES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, OpenWrt's ca-bundle, BusyBox images
     "/etc/ssl/cert.pem",                  // Alpine, OpenWrt (link to the bundle)
     "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
@@ -75,7 +75,7 @@ impl Choice {
     /// Makes OpenSSL (through native-tls) load exactly this store: the chosen bundle or
     /// none (`/dev/null`), the chosen directories or none. Call it on the main thread
     /// before any other thread exists (it sets environment variables).
-    pub fn apply(&self, b: &mut native_tls::TlsConnectorBuilder) -> Result<(), String> {
+    pub(crate) fn apply(&self, b: &mut native_tls::TlsConnectorBuilder) -> Result<(), String> {
         let file = self
             .file
             .clone()
@@ -108,7 +108,7 @@ fn join_paths(parts: &[OsString]) -> OsString {
 }
 
 /// Parses the built-in roots (five certificates).
-pub fn builtin_roots() -> Result<Vec<native_tls::Certificate>, String> {
+pub(crate) fn builtin_roots() -> Result<Vec<native_tls::Certificate>, String> {
     let bad = |e: &dyn std::fmt::Display| format!("the built-in root CAs do not parse: {e}");
     let stack = openssl::x509::X509::stack_from_pem(AMAZON_ROOTS_PEM).map_err(|e| bad(&e))?;
     stack
@@ -122,7 +122,7 @@ pub fn builtin_roots() -> Result<Vec<native_tls::Certificate>, String> {
 
 /// Chooses the store from the environment (`SSL_CERT_FILE`, `SSL_CERT_DIR`) and the
 /// usual places; the places are parameters so tests can name empty ones.
-pub fn choose(
+pub(crate) fn choose(
     env_file: Option<OsString>,
     env_dir: Option<OsString>,
     usual_dirs: &[&str],

@@ -5,21 +5,12 @@
 mod common;
 
 use common::{temp_dir, watchdog, WAIT};
-use localproxy::config::{Mode, Secret};
-use localproxy::protocol::codec::{self, Limits};
-use localproxy::protocol::{Message as TunnelMessage, Type, Version, MAX_WS_FRAME};
-use localproxy::testbed::{How, Testbed, Tunnel};
-use localproxy::tunnel::connect::{self, ConnectError, Opened, Ws};
+use localproxy::protocol::{Message as TunnelMessage, Type, Version};
+use localproxy::testbed::scripted::{ConnectError, Scripted};
+use localproxy::testbed::{How, Mode, Testbed, Tunnel};
 use std::time::Duration;
-use tungstenite::{Bytes, Message};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-struct Client {
-    ws: Ws,
-    version: Version,
-    buf: Vec<u8>,
-}
 
 fn connect_as(
     tb: &Testbed,
@@ -27,73 +18,29 @@ fn connect_as(
     mode: Mode,
     client_token: Option<&str>,
     subprotocol: &str,
-) -> Result<Client, ConnectError> {
-    let tls = connect::tls_connector(None, Some(&tb.ca_dir()), false).unwrap();
-    let token = Secret::new(token);
-    let ct = client_token.map(Secret::new);
-    let target = connect::Target {
-        host: "localhost",
-        port: tb.port(),
-        mode,
-        access_token: &token,
-        client_token: ct.as_ref(),
-        subprotocol,
-        tls: &tls,
-        ws_config: connect::ws_config(65536, 65536, MAX_WS_FRAME),
-        proxy: None,
-        timeout: WAIT,
-    };
-    let Opened {
-        mut ws, version, ..
-    } = connect::connect(&target)?;
-    ws.get_mut().set_blocking(WAIT).unwrap();
-    Ok(Client {
-        ws,
-        version,
-        buf: Vec::new(),
-    })
+) -> Result<Scripted, ConnectError> {
+    Scripted::connect_with(tb, token, mode, client_token, subprotocol)
 }
 
-impl Client {
-    /// The next tunnel message, as (type, stream, service ids or service id, payload).
-    fn next(&mut self) -> (Type, i32, Vec<String>, Vec<u8>) {
-        loop {
-            if let Some((n, m)) = codec::decode(&self.buf, &Limits::default()).unwrap() {
-                let services = if m.kind == Type::ServiceIds {
-                    m.available_service_ids
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect()
-                } else {
-                    vec![m.service_id.to_string()]
-                };
-                let out = (m.kind, m.stream_id, services, m.payload.to_vec());
-                self.buf.drain(..n);
-                return out;
-            }
-            match self.ws.read().expect("read from the testbed") {
-                Message::Binary(b) => self.buf.extend_from_slice(&b),
-                Message::Close(f) => panic!("closed by the testbed: {f:?}"),
-                _ => {}
-            }
-        }
-    }
-
-    fn send(&mut self, m: &TunnelMessage<'_>) {
-        let mut buf = Vec::new();
-        codec::encode(m, &mut buf).unwrap();
-        self.ws.send(Message::Binary(Bytes::from(buf))).unwrap();
-    }
+/// The next tunnel message as (type, stream, service ids or service id, payload).
+fn next(c: &mut Scripted) -> (Type, i32, Vec<String>, Vec<u8>) {
+    let m = c.next(WAIT).expect("a tunnel message from the testbed");
+    let services = if m.kind == Type::ServiceIds {
+        m.service_ids
+    } else {
+        vec![m.service_id]
+    };
+    (m.kind, m.stream_id, services, m.payload)
 }
 
 const V3: &str = "aws.iot.securetunneling-3.0";
 const V1: &str = "aws.iot.securetunneling-1.0";
 
-fn pair(tb: &Testbed, t: &Tunnel) -> (Client, Client) {
+fn pair(tb: &Testbed, t: &Tunnel) -> (Scripted, Scripted) {
     let mut src = connect_as(tb, &t.source_token, Mode::Source, None, V3).unwrap();
     let mut dst = connect_as(tb, &t.destination_token, Mode::Destination, None, V3).unwrap();
-    assert_eq!(src.next().0, Type::ServiceIds);
-    assert_eq!(dst.next().0, Type::ServiceIds);
+    assert_eq!(next(&mut src).0, Type::ServiceIds);
+    assert_eq!(next(&mut dst).0, Type::ServiceIds);
     assert!(tb.wait_connected(t, Mode::Source, WAIT));
     (src, dst)
 }
@@ -105,7 +52,7 @@ fn service_ids_come_first_on_3_0_and_never_on_1_0() {
         let t = tb.open_tunnel(&["A", "B"]);
         let mut c = connect_as(&tb, &t.source_token, Mode::Source, None, V3).unwrap();
         assert_eq!(c.version, Version::V3);
-        let (kind, _, ids, _) = c.next();
+        let (kind, _, ids, _) = next(&mut c);
         assert_eq!(
             (kind, ids),
             (Type::ServiceIds, vec!["A".to_string(), "B".to_string()])
@@ -118,7 +65,7 @@ fn service_ids_come_first_on_3_0_and_never_on_1_0() {
         // The first message this peer sees is the one we inject, not SERVICE_IDS.
         assert!(tb.wait_connected(&t, Mode::Source, WAIT));
         assert!(tb.inject_message(&t, Mode::Source, &TunnelMessage::new(Type::SessionReset)));
-        assert_eq!(c.next().0, Type::SessionReset);
+        assert_eq!(next(&mut c).0, Type::SessionReset);
     });
 }
 
@@ -192,15 +139,15 @@ fn relays_both_ways_and_resets_streams_when_a_peer_leaves() {
         start.stream_id = 7;
         start.service_id = "A";
         start.connection_id = 1;
-        src.send(&start);
-        assert_eq!(dst.next().0, Type::StreamStart);
+        src.send(&start).unwrap();
+        assert_eq!(next(&mut dst).0, Type::StreamStart);
         let mut data = TunnelMessage::new(Type::Data);
         data.stream_id = 7;
         data.service_id = "A";
         data.connection_id = 1;
         data.payload = b"hello";
-        dst.send(&data);
-        let (kind, stream, _, payload) = src.next();
+        dst.send(&data).unwrap();
+        let (kind, stream, _, payload) = next(&mut src);
         assert_eq!(
             (kind, stream, payload.as_slice()),
             (Type::Data, 7, &b"hello"[..])
@@ -210,7 +157,7 @@ fn relays_both_ways_and_resets_streams_when_a_peer_leaves() {
         assert_eq!(rec[0].connection_id, 1);
         // The source drops: the destination is told the stream is gone.
         assert!(tb.drop_peer(&t, Mode::Source, How::Abort));
-        let (kind, stream, service, _) = dst.next();
+        let (kind, stream, service, _) = next(&mut dst);
         assert_eq!(
             (kind, stream, service),
             (Type::StreamReset, 7, vec!["A".to_string()])
@@ -224,17 +171,7 @@ fn pings_are_answered_with_the_same_payload() {
         let tb = Testbed::start(&temp_dir("tb-ping")).unwrap();
         let t = tb.open_tunnel(&["A"]);
         let mut c = connect_as(&tb, &t.source_token, Mode::Source, None, V3).unwrap();
-        c.ws.send(Message::Ping(Bytes::from_static(b"1234567")))
-            .unwrap();
-        loop {
-            match c.ws.read().unwrap() {
-                Message::Pong(p) => {
-                    assert_eq!(&p[..], b"1234567");
-                    break;
-                }
-                Message::Binary(_) => {} // SERVICE_IDS
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        let pong = c.ping(b"1234567", WAIT).unwrap();
+        assert_eq!(pong, b"1234567");
     });
 }

@@ -31,26 +31,26 @@ mod com {
 use com::amazonaws;
 
 /// Size of the big-endian length prefix in front of every tunnel message.
-pub const LENGTH_PREFIX: usize = 2;
+pub(crate) const LENGTH_PREFIX: usize = 2;
 /// Largest protobuf message the 2-byte prefix can describe.
-pub const MAX_MESSAGE: usize = 65535;
+pub(crate) const MAX_MESSAGE: usize = 65535;
 /// Largest DATA payload both peers agree on (the reference's `max_payload_size`).
-pub const MAX_PAYLOAD: usize = 64512;
+pub(crate) const MAX_PAYLOAD: usize = 64512;
 /// Largest WebSocket frame payload the service sends or accepts: 2 × (65536 + 2).
-pub const MAX_WS_FRAME: usize = 131076;
+pub(crate) const MAX_WS_FRAME: usize = 131076;
 
 /// Bytes a DATA header can take at most when the payload is written last:
 /// type (2) + stream id (11) + service id (2 + 3 + 128) + connection id (6) + payload tag
 /// and length (1 + 3), rounded up. Readers leave this much room in front of a payload so
 /// the header can be written in place (see `codec::encode_data_in_place`).
-pub const DATA_HEADROOM: usize = 2 + 160;
+pub(crate) const DATA_HEADROOM: usize = 2 + 160;
 
 /// Longest service id the AWS API accepts (1–128 characters); `DATA_HEADROOM` relies on it.
-pub const MAX_SERVICE_ID: usize = 128;
+pub(crate) const MAX_SERVICE_ID: usize = 128;
 
 /// The three subprotocol versions, as offered in `Sec-WebSocket-Protocol`.
-pub const SUBPROTOCOL_V1: &str = "aws.iot.securetunneling-1.0";
-pub const SUBPROTOCOL_V2: &str = "aws.iot.securetunneling-2.0";
+pub(crate) const SUBPROTOCOL_V1: &str = "aws.iot.securetunneling-1.0";
+pub(crate) const SUBPROTOCOL_V2: &str = "aws.iot.securetunneling-2.0";
 pub const SUBPROTOCOL_V3: &str = "aws.iot.securetunneling-3.0";
 
 /// Protocol version of a WebSocket session or of a peer's messages.
@@ -63,7 +63,7 @@ pub enum Version {
 
 impl Version {
     /// The version a subprotocol string names, if any.
-    pub fn from_subprotocol(s: &str) -> Option<Version> {
+    pub(crate) fn from_subprotocol(s: &str) -> Option<Version> {
         match s {
             SUBPROTOCOL_V1 => Some(Version::V1),
             SUBPROTOCOL_V2 => Some(Version::V2),
@@ -101,7 +101,7 @@ pub enum Type {
 }
 
 impl Type {
-    pub fn from_raw(n: i32) -> Type {
+    pub(crate) fn from_raw(n: i32) -> Type {
         match n {
             0 => Type::Unknown,
             1 => Type::Data,

@@ -3,8 +3,8 @@
 //! answers in the form the source uses; a target that cannot be reached is reset.
 
 use super::{describe_id, reset_for, Conn, Control, Form, LocalId, Output, Session};
+use crate::logging::peer_log;
 use crate::logging::Noise;
-use crate::peer_log;
 use crate::protocol::{Message, Type};
 use log::Level;
 

@@ -12,8 +12,8 @@
 //! accepted connections from the upper half of the range ([`ACCEPTED_ID_BASE`]).
 
 use crate::config::{ClientType, Mapping, Mode, Target};
+use crate::logging::peer_log;
 use crate::logging::Noise;
-use crate::peer_log;
 use crate::protocol::{codec, Message, Type, Version};
 use log::Level;
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ pub const ACCEPTED_ID_BASE: LocalId = 1 << 63;
 
 /// The number a log line shows for a local connection: accepted ones count from 1 as
 /// well (a process either accepts, as a source, or connects, as a destination).
-pub fn shown(id: LocalId) -> LocalId {
+pub(crate) fn shown(id: LocalId) -> LocalId {
     id.checked_sub(ACCEPTED_ID_BASE).unwrap_or(id)
 }
 
@@ -67,7 +67,7 @@ pub struct Control {
 
 impl Control {
     /// Appends the framed message to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), codec::CodecError> {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), codec::CodecError> {
         let mut m = Message::new(self.kind);
         m.stream_id = self.stream_id;
         m.service_id = &self.service_id;
@@ -282,22 +282,22 @@ impl Session {
     }
 
     /// True while the current WebSocket session can carry new connections.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready
     }
 
     /// Negotiated version of the current WebSocket session.
-    pub fn version(&self) -> Option<Version> {
+    pub(crate) fn version(&self) -> Option<Version> {
         self.version
     }
 
     /// Service ids in index order (after SERVICE_IDS).
-    pub fn service_ids(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn service_ids(&self) -> impl Iterator<Item = &str> {
         self.services.iter().map(|s| s.id.as_str())
     }
 
     /// Number of open local connections per service index.
-    pub fn connection_counts(&self) -> Vec<usize> {
+    pub(crate) fn connection_counts(&self) -> Vec<usize> {
         self.services.iter().map(|s| s.conns.len()).collect()
     }
 
@@ -563,7 +563,7 @@ fn describe_id(id: &str) -> &str {
 }
 
 /// The announced services for a log line.
-pub fn describe_ids(ids: &[String]) -> String {
+pub(crate) fn describe_ids(ids: &[String]) -> String {
     if ids.iter().all(|i| i.is_empty()) {
         "(none: single unnamed service)".into()
     } else {

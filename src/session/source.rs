@@ -21,14 +21,14 @@ impl Session {
         let s = &self.services[service];
         let name = describe_id(&s.id).to_string();
         if !s.form.connection_ids && !s.conns.is_empty() {
-            crate::peer_log!(Noise::LocalRefused, log::Level::Warn,
+            crate::logging::peer_log!(Noise::LocalRefused, log::Level::Warn,
                 "refused local connection {} for service {name}: -y V1/V2 allows one connection at a time and one is active", shown(local)
             );
             out.push(Output::Refuse { local });
             return;
         }
         if s.conns.len() >= max {
-            crate::peer_log!(Noise::LocalRefused, log::Level::Warn,
+            crate::logging::peer_log!(Noise::LocalRefused, log::Level::Warn,
                 "refused local connection {} for service {name}: {max} connections are open (tcp.max_active_connections)", shown(local)
             );
             out.push(Output::Refuse { local });

@@ -6,17 +6,22 @@
 //! These files are the only ones with `unsafe`; every block says why it is sound.
 //! Nothing here knows about the protocol.
 
-pub mod alloc;
-pub mod net;
-pub mod poll;
-pub mod signals;
-pub mod users;
-pub mod wake;
+pub(crate) mod alloc;
+pub(crate) mod net;
+pub(crate) mod poll;
+pub(crate) mod signals;
+pub(crate) mod users;
+pub(crate) mod wake;
 
+// What the binaries and the integration tests use.
 pub use alloc::CachingAlloc;
 pub use libc::{SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1, SIGUSR2};
-pub use net::{connect_nonblocking, connect_unix_nonblocking, read_into};
-pub use poll::{until, Interest, PollSet, Ready};
-pub use signals::{block_signals, send_signal, signal_self, wait_signal};
-pub use users::{drop_privileges, is_root, lookup_user};
-pub use wake::{channel_with, Receiver, Recv, Sender, WakeFd, Waker};
+pub use poll::{Interest, PollSet, Ready};
+pub use signals::{block_signals, send_signal, wait_signal};
+pub use users::is_root;
+
+pub(crate) use net::{connect_nonblocking, connect_unix_nonblocking, read_into};
+pub(crate) use poll::until;
+pub(crate) use signals::signal_self;
+pub(crate) use users::{drop_privileges, lookup_user};
+pub(crate) use wake::{channel_with, Receiver, Recv, Sender, Waker};

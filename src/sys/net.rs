@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// Reads at most `max` bytes from `fd` into the spare capacity of `buf` and extends its
 /// length by what was read: a read with no zero-filling and no copy afterwards.
-pub fn read_into(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+pub(crate) fn read_into(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();
     let want = max.min(spare.len());
@@ -29,7 +29,7 @@ pub fn read_into(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> 
 
 /// Starts a non-blocking TCP connect to `addr`. The stream is writable (or in error) when
 /// the connect finishes; check it with `TcpStream::take_error`.
-pub fn connect_nonblocking(addr: &SocketAddr) -> io::Result<TcpStream> {
+pub(crate) fn connect_nonblocking(addr: &SocketAddr) -> io::Result<TcpStream> {
     let (domain, storage, len) = sockaddr(addr);
     // SAFETY: plain socket(2) call; the result is checked.
     let fd = unsafe {
@@ -60,7 +60,7 @@ pub fn connect_nonblocking(addr: &SocketAddr) -> io::Result<TcpStream> {
 /// connected; `Ok((s, false))`: under way, and `s` turns writable (or in error) when it
 /// finishes, like a TCP connect. A full listen backlog (EAGAIN) is an error of kind
 /// `WouldBlock` that says so: retry it later like any failed connect.
-pub fn connect_unix_nonblocking(path: &Path) -> io::Result<(UnixStream, bool)> {
+pub(crate) fn connect_unix_nonblocking(path: &Path) -> io::Result<(UnixStream, bool)> {
     // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;

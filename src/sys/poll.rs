@@ -21,10 +21,6 @@ impl Interest {
         read: false,
         write: true,
     };
-    pub const BOTH: Interest = Interest {
-        read: true,
-        write: true,
-    };
     pub const NONE: Interest = Interest {
         read: false,
         write: false,
@@ -121,6 +117,6 @@ impl PollSet {
 }
 
 /// Time left until `deadline`, for a poll timeout (`None` = no deadline).
-pub fn until(deadline: Option<Instant>) -> Option<Duration> {
+pub(crate) fn until(deadline: Option<Instant>) -> Option<Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }

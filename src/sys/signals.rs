@@ -41,7 +41,7 @@ pub fn wait_signal(sigs: &[libc::c_int]) -> io::Result<libc::c_int> {
 }
 
 /// Sends `sig` to this process (not to one thread), so the thread in `wait_signal` gets it.
-pub fn signal_self(sig: libc::c_int) {
+pub(crate) fn signal_self(sig: libc::c_int) {
     // SAFETY: kill with our own pid and a valid signal number has no memory effects.
     unsafe {
         libc::kill(libc::getpid(), sig);

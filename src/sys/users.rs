@@ -10,7 +10,7 @@ pub fn is_root() -> bool {
 }
 
 /// Resolves `NAME[:GROUP]` to (uid, gid); without a group, the user's primary group.
-pub fn lookup_user(spec: &str) -> io::Result<(u32, u32)> {
+pub(crate) fn lookup_user(spec: &str) -> io::Result<(u32, u32)> {
     let (name, group) = match spec.split_once(':') {
         Some((n, g)) => (n, Some(g)),
         None => (spec, None),
@@ -70,7 +70,7 @@ pub fn lookup_user(spec: &str) -> io::Result<(u32, u32)> {
 
 /// Switches the whole process (every thread) to `uid`/`gid` and drops supplementary
 /// groups; checks that root cannot be regained.
-pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+pub(crate) fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: setgroups reads one gid from a live local; setgid/setuid take plain ids.
     // glibc and musl apply them to every thread of the process.
     unsafe {

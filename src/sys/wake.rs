@@ -6,15 +6,14 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
 
 /// An eventfd: a counter another thread bumps to end our `poll`.
-pub struct WakeFd {
+pub(crate) struct WakeFd {
     fd: OwnedFd,
 }
 
 impl WakeFd {
-    pub fn new() -> io::Result<WakeFd> {
+    pub(crate) fn new() -> io::Result<WakeFd> {
         // SAFETY: eventfd takes no pointers; a negative return is checked below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -27,7 +26,7 @@ impl WakeFd {
     }
 
     /// Makes the fd readable. Never blocks; a saturated counter is still readable.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to an fd we own. Errors (EAGAIN when the
         // counter is saturated) leave the fd readable, which is all a wake needs.
@@ -37,7 +36,7 @@ impl WakeFd {
     }
 
     /// Resets the counter so the fd stops being readable.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         let mut v: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64; EAGAIN (already drained) is fine.
         unsafe {
@@ -56,14 +55,14 @@ impl AsRawFd for WakeFd {
 /// to be) asleep, so a busy receiver costs senders no system call. A wake that comes
 /// while the receiver is busy is latched and stops its next sleep, so a wake for a
 /// condition (buffer space freed) is never lost between the check and the sleep.
-pub struct Waker {
+pub(crate) struct Waker {
     fd: WakeFd,
     armed: AtomicBool,
     notified: AtomicBool,
 }
 
 impl Waker {
-    pub fn new() -> io::Result<Arc<Waker>> {
+    pub(crate) fn new() -> io::Result<Arc<Waker>> {
         Ok(Arc::new(Waker {
             fd: WakeFd::new()?,
             armed: AtomicBool::new(false),
@@ -72,7 +71,7 @@ impl Waker {
     }
 
     /// Ends the receiver's poll if it is sleeping, or its next sleep if it is not.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.notified.store(true, Ordering::SeqCst);
         if self.armed.swap(false, Ordering::SeqCst) {
             self.fd.wake();
@@ -81,23 +80,23 @@ impl Waker {
 
     /// Called by the owner before deciding to sleep: from now on a [`Waker::wake`]
     /// writes the fd. The owner must check its sources again after this.
-    pub fn arm(&self) {
+    pub(crate) fn arm(&self) {
         self.armed.store(true, Ordering::SeqCst);
     }
 
     /// Called by the owner after waking up.
-    pub fn disarm(&self) {
+    pub(crate) fn disarm(&self) {
         self.armed.store(false, Ordering::SeqCst);
         self.fd.drain();
     }
 
-    pub fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 }
 
 /// The sending half of a channel whose receiver sleeps in poll.
-pub struct Sender<T> {
+pub(crate) struct Sender<T> {
     tx: mpsc::Sender<T>,
     waker: Arc<Waker>,
 }
@@ -113,7 +112,7 @@ impl<T> Clone for Sender<T> {
 
 impl<T> Sender<T> {
     /// Queues `v` and wakes the receiver. Fails only when the receiver is gone.
-    pub fn send(&self, v: T) -> Result<(), mpsc::SendError<T>> {
+    pub(crate) fn send(&self, v: T) -> Result<(), mpsc::SendError<T>> {
         self.tx.send(v)?;
         self.waker.wake();
         Ok(())
@@ -121,13 +120,13 @@ impl<T> Sender<T> {
 
     /// The receiver's waker, for signalling something that is not a message
     /// (e.g. "buffer space freed").
-    pub fn waker(&self) -> &Arc<Waker> {
+    pub(crate) fn waker(&self) -> &Arc<Waker> {
         &self.waker
     }
 }
 
 /// The receiving half: `try_recv` in the loop, [`Receiver::prepare_sleep`] before poll.
-pub struct Receiver<T> {
+pub(crate) struct Receiver<T> {
     rx: mpsc::Receiver<T>,
     stash: Option<T>,
     waker: Arc<Waker>,
@@ -135,7 +134,7 @@ pub struct Receiver<T> {
 
 /// A channel whose sender wakes the receiver's poll through `waker`. Several channels
 /// (and other wake sources) may share one waker.
-pub fn channel_with<T>(waker: Arc<Waker>) -> (Sender<T>, Receiver<T>) {
+pub(crate) fn channel_with<T>(waker: Arc<Waker>) -> (Sender<T>, Receiver<T>) {
     let (tx, rx) = mpsc::channel();
     (
         Sender {
@@ -151,7 +150,7 @@ pub fn channel_with<T>(waker: Arc<Waker>) -> (Sender<T>, Receiver<T>) {
 }
 
 /// Outcome of [`Receiver::try_recv`].
-pub enum Recv<T> {
+pub(crate) enum Recv<T> {
     Msg(T),
     Empty,
     /// Every sender is gone.
@@ -159,7 +158,7 @@ pub enum Recv<T> {
 }
 
 impl<T> Receiver<T> {
-    pub fn try_recv(&mut self) -> Recv<T> {
+    pub(crate) fn try_recv(&mut self) -> Recv<T> {
         if let Some(v) = self.stash.take() {
             return Recv::Msg(v);
         }
@@ -172,7 +171,7 @@ impl<T> Receiver<T> {
 
     /// Arms the waker and checks the queue once more. Returns false when a message is
     /// already waiting (poll with a zero timeout then), true when it is safe to sleep.
-    pub fn prepare_sleep(&mut self) -> bool {
+    pub(crate) fn prepare_sleep(&mut self) -> bool {
         self.waker.arm();
         if self.waker.notified.swap(false, Ordering::SeqCst) {
             // Something changed since the caller last looked: look again first.
@@ -191,16 +190,8 @@ impl<T> Receiver<T> {
         true
     }
 
-    pub fn waker(&self) -> &Arc<Waker> {
+    pub(crate) fn waker(&self) -> &Arc<Waker> {
         &self.waker
-    }
-
-    /// Blocking receive with a timeout, for threads that do not poll sockets.
-    pub fn recv_timeout(&mut self, d: Duration) -> Result<T, mpsc::RecvTimeoutError> {
-        if let Some(v) = self.stash.take() {
-            return Ok(v);
-        }
-        self.rx.recv_timeout(d)
     }
 }
 

@@ -10,6 +10,7 @@ use super::Testbed;
 use crate::config::{Mode, Secret};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Message, Type, Version, MAX_WS_FRAME};
+pub use crate::tunnel::connect::ConnectError;
 use crate::tunnel::connect::{self, Ws};
 use std::time::{Duration, Instant};
 use tungstenite::{Bytes, Message as WsMessage};
@@ -61,26 +62,39 @@ impl Scripted {
         mode: Mode,
         subprotocol: &str,
     ) -> Result<Scripted, String> {
-        let tls =
-            connect::tls_connector(None, Some(&tb.ca_dir()), false).map_err(|e| e.to_string())?;
+        Scripted::connect_with(tb, token, mode, None, subprotocol).map_err(|e| e.to_string())
+    }
+
+    /// [`Scripted::connect`] with a client token, returning the proxy's own error (for
+    /// tests of the service double's refusals).
+    pub fn connect_with(
+        tb: &Testbed,
+        token: &str,
+        mode: Mode,
+        client_token: Option<&str>,
+        subprotocol: &str,
+    ) -> Result<Scripted, ConnectError> {
+        let tls = connect::tls_connector(None, Some(&tb.ca_dir()), false)
+            .map_err(|e| ConnectError::Tls(e.to_string()))?;
         let token = Secret::new(token);
+        let client_token = client_token.map(Secret::new);
         let target = connect::Target {
             host: "localhost",
             port: tb.port(),
             mode,
             access_token: &token,
-            client_token: None,
+            client_token: client_token.as_ref(),
             subprotocol,
             tls: &tls,
             ws_config: connect::ws_config(1 << 20, 1 << 20, 1 << 20),
             proxy: None,
             timeout: Duration::from_secs(30),
         };
-        let opened = connect::connect(&target).map_err(|e| e.to_string())?;
+        let opened = connect::connect(&target)?;
         let mut ws = opened.ws;
         ws.get_mut()
             .set_blocking(Duration::from_secs(30))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ConnectError::Tcp(e.to_string()))?;
         Ok(Scripted {
             ws,
             version: opened.version,
@@ -172,6 +186,30 @@ impl Scripted {
             return Err(format!("expected SERVICE_IDS first, got {m:?}"));
         }
         Ok(m.service_ids)
+    }
+
+    /// Sends a ping with `payload` and returns the pong's payload; tunnel data that
+    /// arrives meanwhile is kept for [`Scripted::next`].
+    pub fn ping(&mut self, payload: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+        self.ws
+            .send(WsMessage::Ping(Bytes::copy_from_slice(payload)))
+            .map_err(|e| format!("send: {e}"))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no pong within {timeout:?}"));
+            }
+            let tcp = self.ws.get_ref().tcp();
+            tcp.set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            match self.ws.read() {
+                Ok(WsMessage::Pong(p)) => return Ok(p.to_vec()),
+                Ok(WsMessage::Binary(b)) => self.buf.extend_from_slice(&b),
+                Ok(other) => return Err(format!("expected a pong, got {other:?}")),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
     }
 
     /// Sends a WebSocket close frame.

@@ -28,30 +28,30 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 
 /// Name lookup of the endpoint, at most (within the attempt's deadline).
-pub const DNS_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 /// One TCP connect to one address of the endpoint, at most (within the deadline).
-pub const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TCP socket under everything a connect attempt reads and writes. While a
 /// deadline is set, each read and write first sets the socket's timeout to the time
 /// left, and fails with `TimedOut` once none is left: a server that sends one byte at a
 /// time cannot stretch the handshakes past the deadline. Cleared once the WebSocket is
 /// open (the socket is non-blocking from then on).
-pub struct Tcp {
+pub(crate) struct Tcp {
     sock: TcpStream,
     deadline: Option<Instant>,
 }
 
 impl Tcp {
-    pub fn new(sock: TcpStream, deadline: Option<Instant>) -> Tcp {
+    pub(crate) fn new(sock: TcpStream, deadline: Option<Instant>) -> Tcp {
         Tcp { sock, deadline }
     }
 
-    pub fn get_ref(&self) -> &TcpStream {
+    pub(crate) fn get_ref(&self) -> &TcpStream {
         &self.sock
     }
 
-    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
     }
 
@@ -93,14 +93,14 @@ impl io::Write for Tcp {
 }
 
 /// What TLS to the service runs over: TCP, or TLS to an https:// proxy.
-pub enum Stream {
+pub(crate) enum Stream {
     Plain(Tcp),
     Tls(Box<TlsStream<Tcp>>),
 }
 
 impl Stream {
     /// The TCP socket underneath, for poll and socket options.
-    pub fn tcp(&self) -> &TcpStream {
+    pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s.get_ref(),
             Stream::Tls(s) => s.get_ref().get_ref(),
@@ -143,7 +143,7 @@ impl io::Write for Stream {
 /// in partial-write mode, and tungstenite moves the rest of its output buffer to the
 /// front after every call; writing until the socket is full before returning makes
 /// that one move per flush instead of one per record.
-pub struct Tls {
+pub(crate) struct Tls {
     inner: TlsStream<Stream>,
     /// Set once the socket is non-blocking: only then may a read go on to the next
     /// record, because a blocking read would wait for data that has not been sent.
@@ -152,7 +152,7 @@ pub struct Tls {
 
 impl Tls {
     /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    pub(crate) fn tcp(&self) -> &TcpStream {
         self.inner.get_ref().tcp()
     }
 
@@ -170,7 +170,7 @@ impl Tls {
 
     /// Makes the socket blocking with a read timeout (for tests that read the tunnel
     /// step by step); reads then return after one record again.
-    pub fn set_blocking(&mut self, read_timeout: Duration) -> io::Result<()> {
+    pub(crate) fn set_blocking(&mut self, read_timeout: Duration) -> io::Result<()> {
         let tcp = self.tcp();
         tcp.set_nonblocking(false)?;
         tcp.set_read_timeout(Some(read_timeout))?;
@@ -220,36 +220,36 @@ impl io::Write for Tls {
     }
 }
 
-pub type Ws = WebSocket<Tls>;
+pub(crate) type Ws = WebSocket<Tls>;
 
 /// Largest chunk tungstenite reads at once. It zero-fills the chunk before every read,
 /// and the last read of every wake-up finds nothing (WouldBlock): half a TLS record
 /// keeps that waste small while reads still fill it (callgrind, destination receiving
 /// over ChaCha20-Poly1305: 16 KiB 8.08M, 8 KiB 7.20M, 4 KiB 7.25M instructions per MiB).
-pub const READ_CHUNK: usize = 8 * 1024;
+pub(crate) const READ_CHUNK: usize = 8 * 1024;
 
 /// Everything needed for one connect attempt.
-pub struct Target<'a> {
-    pub host: &'a str,
-    pub port: u16,
-    pub mode: Mode,
-    pub access_token: &'a Secret,
-    pub client_token: Option<&'a Secret>,
-    pub subprotocol: &'a str,
-    pub tls: &'a TlsConnector,
-    pub ws_config: WebSocketConfig,
+pub(crate) struct Target<'a> {
+    pub(crate) host: &'a str,
+    pub(crate) port: u16,
+    pub(crate) mode: Mode,
+    pub(crate) access_token: &'a Secret,
+    pub(crate) client_token: Option<&'a Secret>,
+    pub(crate) subprotocol: &'a str,
+    pub(crate) tls: &'a TlsConnector,
+    pub(crate) ws_config: WebSocketConfig,
     /// A web proxy to CONNECT through.
-    pub proxy: Option<&'a WebProxy>,
+    pub(crate) proxy: Option<&'a WebProxy>,
     /// Bound of the whole attempt: lookup, TCP, proxy CONNECT, TLS and upgrade
     /// (websocket.connect_timeout_ms).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// An open, upgraded WebSocket, switched to non-blocking mode.
-pub struct Opened {
-    pub ws: Ws,
-    pub version: Version,
-    pub channel_id: Option<String>,
+pub(crate) struct Opened {
+    pub(crate) ws: Ws,
+    pub(crate) version: Version,
+    pub(crate) channel_id: Option<String>,
 }
 
 /// Why a connect attempt failed.
@@ -280,7 +280,7 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// Whether the same request can succeed later. 4xx never does.
-    pub fn retryable(&self) -> bool {
+    pub(crate) fn retryable(&self) -> bool {
         !matches!(self, ConnectError::Rejected { .. })
     }
 }
@@ -316,7 +316,7 @@ impl fmt::Display for ConnectError {
 /// [`crate::trust`]; `None` leaves native-tls's own probe, for in-process tests) plus
 /// every certificate found in `capath`, or no verification at all with `insecure`.
 /// With `Some(trust)` it sets environment variables: call it before spawning threads.
-pub fn tls_connector(
+pub(crate) fn tls_connector(
     trust: Option<&crate::trust::Choice>,
     capath: Option<&Path>,
     insecure: bool,
@@ -450,7 +450,11 @@ fn tcp_connect(
 
 /// The WebSocket limits: frames and messages we accept of at most `max_frame` bytes
 /// (websocket.max_frame_size; the service sends at most [`MAX_WS_FRAME`]).
-pub fn ws_config(read_buffer: usize, write_buffer: usize, max_frame: usize) -> WebSocketConfig {
+pub(crate) fn ws_config(
+    read_buffer: usize,
+    write_buffer: usize,
+    max_frame: usize,
+) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
     // tungstenite zero-fills this chunk on every read call (see READ_CHUNK).
     c.read_buffer_size = read_buffer.clamp(4096, READ_CHUNK);
@@ -465,7 +469,7 @@ pub fn ws_config(read_buffer: usize, write_buffer: usize, max_frame: usize) -> W
 }
 
 /// One connect attempt, blocking, bounded by `t.timeout` as a whole.
-pub fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
+pub(crate) fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
     let limit = t.timeout;
     let deadline = Instant::now() + limit;
     let timed_out = |during| ConnectError::TimedOut { during, limit };
@@ -648,7 +652,7 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Our own User-Agent: name, version, OS and CPU.
-pub fn user_agent() -> String {
+pub(crate) fn user_agent() -> String {
     format!(
         "localproxy-rs/{} ({}; {})",
         env!("CARGO_PKG_VERSION"),

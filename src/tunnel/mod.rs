@@ -11,8 +11,8 @@
 //! be written.
 
 pub mod connect;
-pub mod proxy;
-pub mod reconnect;
+pub(crate) mod proxy;
+pub(crate) mod reconnect;
 
 use crate::config::{read_token_file, Config, Secret};
 use crate::link::{self, Event, Shared, ToLocal, ToTunnel};
@@ -54,7 +54,7 @@ enum Phase {
 }
 
 /// The tunnel thread's state. Create with [`TunnelThread::new`], then call `run`.
-pub struct TunnelThread {
+pub(crate) struct TunnelThread {
     cfg: Arc<Config>,
     tls: TlsConnector,
     session: Session,
@@ -77,15 +77,15 @@ pub struct TunnelThread {
 }
 
 /// What `run` prepared before the threads start: things that can fail as usage errors.
-pub struct Prepared {
-    pub tls: TlsConnector,
+pub(crate) struct Prepared {
+    pub(crate) tls: TlsConnector,
     /// Source with --user: (uid, gid) to switch to once every listener is bound.
-    pub privileges: Option<(u32, u32)>,
-    pub web_proxy: Option<proxy::WebProxy>,
+    pub(crate) privileges: Option<(u32, u32)>,
+    pub(crate) web_proxy: Option<proxy::WebProxy>,
 }
 
 impl TunnelThread {
-    pub fn new(
+    pub(crate) fn new(
         cfg: Arc<Config>,
         prepared: Prepared,
         rx: sys::Receiver<ToTunnel>,
@@ -133,7 +133,7 @@ impl TunnelThread {
 
     /// Connects, serves, reconnects; returns the process exit code. What to do after
     /// each attempt is the [`Reconnect`] machine's decision; this loop carries it out.
-    pub fn run(mut self) -> Exit {
+    pub(crate) fn run(mut self) -> Exit {
         let endpoint = format!(
             "wss://{}:{}",
             self.cfg.endpoint.host, self.cfg.endpoint.port
@@ -408,7 +408,7 @@ impl TunnelThread {
                         reading = can_read;
                     }
                     Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => keepalive.heard(Instant::now()),
-                    Ok(Message::Text(_)) => crate::peer_log!(
+                    Ok(Message::Text(_)) => crate::logging::peer_log!(
                         Noise::Malformed,
                         log::Level::Warn,
                         "dropped a text frame: the service sends only binary frames"
@@ -572,7 +572,7 @@ impl TunnelThread {
                 Ok(None) => break,
                 Err(e) => match e.skip() {
                     Some(n) => {
-                        crate::peer_log!(
+                        crate::logging::peer_log!(
                             Noise::Malformed,
                             log::Level::Warn,
                             "dropped a malformed tunnel message: {e}"
@@ -609,7 +609,7 @@ impl TunnelThread {
             Event::Connected { local } => SessionInput::Connected { local },
             Event::ConnectFailed { local } => SessionInput::ConnectFailed { local },
             Event::Closed { local } => SessionInput::LocalClosed { local },
-            Event::Listening { service, .. } => {
+            Event::Listening { service } => {
                 if !self.listening.contains(&service) {
                     self.listening.push(service);
                 }
@@ -626,7 +626,7 @@ impl TunnelThread {
                 }
                 return Ok(false);
             }
-            Event::ListenFailed { error, .. } => {
+            Event::ListenFailed { error } => {
                 log::error!("{error}");
                 return Err(End::Fatal(Exit::GaveUp));
             }

@@ -19,12 +19,12 @@ const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 /// A parsed proxy URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebProxy {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
+pub(crate) struct WebProxy {
+    pub(crate) tls: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// `user:pass`, percent-decoded.
-    pub credentials: Option<Secret>,
+    pub(crate) credentials: Option<Secret>,
 }
 
 impl fmt::Display for WebProxy {
@@ -40,7 +40,7 @@ impl fmt::Display for WebProxy {
 }
 
 /// Parses `http[s]://[user:pass@]host[:port][/...]`.
-pub fn parse_url(url: &str) -> Result<WebProxy, String> {
+pub(crate) fn parse_url(url: &str) -> Result<WebProxy, String> {
     let url = url.trim();
     let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
         (false, r)
@@ -138,7 +138,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
 
 /// Whether `host` is listed in a NO_PROXY value (`*`, exact names, domain suffixes with
 /// or without a leading dot, IP addresses; ports are ignored).
-pub fn bypassed(host: &str, no_proxy: &str) -> bool {
+pub(crate) fn bypassed(host: &str, no_proxy: &str) -> bool {
     let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
     no_proxy.split(',').map(str::trim).any(|entry| {
         if entry == "*" {
@@ -156,7 +156,7 @@ pub fn bypassed(host: &str, no_proxy: &str) -> bool {
 }
 
 /// The proxy to use for `endpoint_host`, from an environment lookup.
-pub fn from_env(
+pub(crate) fn from_env(
     endpoint_host: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<WebProxy>, String> {
@@ -200,7 +200,7 @@ fn base64(input: &[u8]) -> String {
 
 /// Sends CONNECT for `host:port` on `stream` and reads the answer head. Any 2xx opens
 /// the tunnel; anything else is an error that shows the status line.
-pub fn connect_through<S: Read + Write>(
+pub(crate) fn connect_through<S: Read + Write>(
     stream: &mut S,
     proxy: &WebProxy,
     host: &str,

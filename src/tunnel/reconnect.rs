@@ -16,22 +16,22 @@ use std::time::{Duration, Instant};
 
 /// The reconnect policy, from the settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// websocket.retry_delay_ms: the first retry, and the floor of every later one.
-    pub retry_delay: Duration,
+    pub(crate) retry_delay: Duration,
     /// websocket.retry_max_delay_ms: the ceiling of the backoff.
-    pub max_delay: Duration,
+    pub(crate) max_delay: Duration,
     /// websocket.connect_retry_count: failed connects before giving up; -1 forever.
-    pub connect_retries: i64,
+    pub(crate) connect_retries: i64,
     /// websocket.reconnect_on_data_error: reconnect after a lost session at all.
-    pub reconnect_after_loss: bool,
+    pub(crate) reconnect_after_loss: bool,
     /// --access-token-file given: a refused token waits for a new one in the file.
-    pub token_file: bool,
+    pub(crate) token_file: bool,
 }
 
 /// How an attempt or a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The connect attempt failed in a way retrying can help (DNS, TCP, TLS, 5xx).
     ConnectFailed,
     /// The service refused the upgrade (4xx: bad, used or wrong-mode token).
@@ -49,7 +49,7 @@ pub enum Outcome {
 
 /// What the tunnel thread does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Connect now.
     Connect,
     /// Wait this long, then connect.
@@ -64,13 +64,13 @@ pub enum Decision {
 /// The reconnect machine. `failures` counts attempts in a row that did not reach a
 /// ready session.
 #[derive(Clone, Debug)]
-pub struct Reconnect {
+pub(crate) struct Reconnect {
     policy: Policy,
     failures: u32,
 }
 
 impl Reconnect {
-    pub fn new(policy: Policy) -> Reconnect {
+    pub(crate) fn new(policy: Policy) -> Reconnect {
         Reconnect {
             policy,
             failures: 0,
@@ -78,12 +78,12 @@ impl Reconnect {
     }
 
     /// Attempts in a row that did not reach a ready session.
-    pub fn failures(&self) -> u32 {
+    pub(crate) fn failures(&self) -> u32 {
         self.failures
     }
 
     /// What to do after `outcome`. `random` is any random number (for the jitter).
-    pub fn after(&mut self, outcome: Outcome, random: u64) -> Decision {
+    pub(crate) fn after(&mut self, outcome: Outcome, random: u64) -> Decision {
         match outcome {
             Outcome::Closed | Outcome::Shutdown => Decision::Exit(Exit::Ok),
             Outcome::Fatal(x) => Decision::Exit(x),
@@ -118,7 +118,7 @@ impl Reconnect {
     }
 
     /// The token file holds a new token: connect at once, with a fresh count.
-    pub fn token_changed(&mut self) -> Decision {
+    pub(crate) fn token_changed(&mut self) -> Decision {
         self.failures = 0;
         Decision::Connect
     }
@@ -144,7 +144,7 @@ fn duration_ms(d: Duration) -> u64 {
 
 /// What the keep-alive wants now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Beat {
+pub(crate) enum Beat {
     /// Send a ping now.
     Ping,
     /// Nothing heard for this long (two ping periods): the peer is gone.
@@ -155,14 +155,14 @@ pub enum Beat {
 
 /// Pings every period and notices a silent peer. The first ping goes out at once.
 #[derive(Clone, Debug)]
-pub struct KeepAlive {
+pub(crate) struct KeepAlive {
     period: Duration,
     next_ping: Instant,
     last_heard: Instant,
 }
 
 impl KeepAlive {
-    pub fn new(now: Instant, period: Duration) -> KeepAlive {
+    pub(crate) fn new(now: Instant, period: Duration) -> KeepAlive {
         KeepAlive {
             period: period.max(Duration::from_millis(1)),
             next_ping: now,
@@ -171,17 +171,17 @@ impl KeepAlive {
     }
 
     /// A frame (any frame) arrived from the peer.
-    pub fn heard(&mut self, now: Instant) {
+    pub(crate) fn heard(&mut self, now: Instant) {
         self.last_heard = now;
     }
 
     /// We did not read (local sockets are full): silence is not evidence of a dead peer.
-    pub fn not_reading(&mut self, now: Instant) {
+    pub(crate) fn not_reading(&mut self, now: Instant) {
         self.last_heard = now;
     }
 
     /// What is due at `now`. A returned ping counts as sent.
-    pub fn poll(&mut self, now: Instant) -> Beat {
+    pub(crate) fn poll(&mut self, now: Instant) -> Beat {
         let dead_at = self.last_heard + 2 * self.period;
         if now >= dead_at {
             return Beat::Dead(now - self.last_heard);
@@ -194,7 +194,7 @@ impl KeepAlive {
     }
 
     /// When [`KeepAlive::poll`] has something to do next.
-    pub fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         self.next_ping.min(self.last_heard + 2 * self.period)
     }
 }

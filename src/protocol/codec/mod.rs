@@ -371,8 +371,9 @@ fn body_len(msg: &Message) -> usize {
     n
 }
 
+#[cfg(test)]
 /// Bytes [`encode`] appends for `msg`: length prefix plus protobuf.
-pub fn encoded_len(msg: &Message) -> usize {
+pub(crate) fn encoded_len(msg: &Message) -> usize {
     LENGTH_PREFIX.saturating_add(body_len(msg))
 }
 
@@ -443,7 +444,7 @@ fn put_len_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
 /// which is valid protobuf since fields may arrive in any order. `payload_start` must be at
 /// least [`DATA_HEADROOM`], enough for any header, so a caller that reserves too little finds
 /// out on the first message rather than on the first long service id.
-pub fn encode_data_in_place(
+pub(crate) fn encode_data_in_place(
     buf: &mut [u8],
     payload_start: usize,
     stream_id: i32,
