@@ -18,11 +18,15 @@ for the proxies' -c option.
 
 Usage:
   testbed serve [--port N] [--listen ADDR:PORT] [--dir DIR] [--services A,B]
-                [--delay-ms MS]
+                [--delay-ms MS] [--relay-rate MIBPS]
       Run the service with one open tunnel; print the endpoint, the CA directory, the
       two tokens and the commands that start a source and a destination proxy.
       --listen serves on another address than 127.0.0.1 (its IP goes into the
-      certificate); --delay-ms delays every relayed message (a slow link).
+      certificate); --delay-ms delays every relayed message (a slow link);
+      --relay-rate reads each proxy's connection at most MIBPS MiB/s in reads of at
+      most 16 KiB (the internet draining the relay: the proxies' TLS sockets fill).
+      SIGUSR1 prints one `testbed stats:` line (relayed messages and bytes from
+      sources and destinations, dropped messages, connected peers).
       Stop with Ctrl-C.
   testbed demo [--mib N]
       Run the service, a destination proxy in front of a local echo server and a source
@@ -70,7 +74,15 @@ fn value(args: &[String], name: &str) -> Option<String> {
 fn serve(args: Vec<String>) -> i32 {
     for a in &args {
         if a.starts_with("--")
-            && !["--port", "--dir", "--services", "--listen", "--delay-ms"].contains(&a.as_str())
+            && ![
+                "--port",
+                "--dir",
+                "--services",
+                "--listen",
+                "--delay-ms",
+                "--relay-rate",
+            ]
+            .contains(&a.as_str())
         {
             eprintln!("testbed serve: unknown option {a}; see testbed --help");
             return 2;
@@ -95,7 +107,15 @@ fn serve(args: Vec<String>) -> i32 {
                 .collect()
         })
         .unwrap_or_else(|| vec!["SSH".to_string()]);
-    if sys::block_signals(&[sys::SIGINT, sys::SIGTERM]).is_err() {
+    let relay_rate = match value(&args, "--relay-rate").map(|r| r.parse::<f64>()) {
+        None => None,
+        Some(Ok(r)) if r.is_finite() && r > 0.0 => Some(r),
+        Some(_) => {
+            eprintln!("testbed serve: --relay-rate takes a positive number of MiB/s");
+            return 2;
+        }
+    };
+    if sys::block_signals(&[sys::SIGINT, sys::SIGTERM, sys::SIGUSR1]).is_err() {
         eprintln!("testbed serve: cannot block signals");
         return 1;
     }
@@ -116,6 +136,7 @@ fn serve(args: Vec<String>) -> i32 {
         }
     };
     tb.set_delay(std::time::Duration::from_millis(delay));
+    tb.set_relay_rate(relay_rate);
     let names: Vec<&str> = services.iter().map(String::as_str).collect();
     let t = tb.open_tunnel(&names);
     let ca = tb.ca_dir();
@@ -176,6 +197,27 @@ fn serve(args: Vec<String>) -> i32 {
     );
     println!();
     println!("Tokens are single use unless the proxy sends a client token. Ctrl-C stops.");
-    let _ = sys::wait_signal(&[sys::SIGINT, sys::SIGTERM]);
-    0
+    loop {
+        match sys::wait_signal(&[sys::SIGINT, sys::SIGTERM, sys::SIGUSR1]) {
+            Ok(sys::SIGUSR1) => println!("{}", stats_line(&tb, &t)),
+            _ => return 0,
+        }
+    }
+}
+
+/// What `testbed serve` prints on SIGUSR1 (`testbed bench` reads it): relayed messages
+/// and bytes from sources and from destinations, dropped messages, connected peers.
+fn stats_line(tb: &Testbed, t: &localproxy::testbed::Tunnel) -> String {
+    use localproxy::testbed::Mode;
+    let st = tb.stats();
+    format!(
+        "testbed stats: messages {} {} bytes {} {} dropped {} connected {} {}",
+        st.messages[0],
+        st.messages[1],
+        st.bytes[0],
+        st.bytes[1],
+        st.dropped,
+        u8::from(tb.is_connected(t, Mode::Source)),
+        u8::from(tb.is_connected(t, Mode::Destination))
+    )
 }
