@@ -6,6 +6,9 @@
 
 mod bench;
 mod demo;
+mod procfs;
+mod report;
+mod traffic;
 
 use localproxy::sys;
 use localproxy::testbed::Testbed;
@@ -32,18 +35,31 @@ Usage:
       Run the service, a destination proxy in front of a local echo server and a source
       proxy, push N MiB (default 64) through, and print throughput, round trip and time
       to the first echoed byte.
-  testbed bench [--mib N] [--runs N] [--json FILE] [--instructions]
-                [--callgrind-dir DIR] [--proxy PATH]
-      Measure the proxy on loopback with fresh processes per phase: MiB/s for
-      upload, download and echo (N MiB, default 256; best and median of --runs,
-      default 3) against direct TCP, CPU seconds per GiB of each proxy and of the
-      testbed, idle and peak RSS, 64-byte round trips, time to the first echoed
-      byte, the binary's size, the TLS cipher's own cost (openssl speed), and
-      with --instructions instructions per MiB under valgrind's callgrind
+  testbed bench [--mib N] [--runs N] [--relay-rate MIBPS] [--paced-seconds S]
+                [--compare PATH] [--proxy PATH] [--json FILE] [--instructions]
+                [--callgrind-dir DIR]
+      Measure the proxy on loopback, fresh processes (testbed, destination, source)
+      for every run of every phase:
+        upload, download, echo   N MiB (--mib, default 256) through a relay as fast
+                                 as loopback, beside direct TCP
+        the same, relay MIBPS    the testbed reads each proxy's connection at most
+                                 MIBPS MiB/s (--relay-rate, default 150) in reads of
+                                 at most 16 KiB, as the internet drains it
+        echo paced               1 MiB/s in 1 KiB writes, 8 MiB/s in 4 KiB, 20 MiB/s
+                                 in 16 KiB, S seconds each (--paced-seconds, default
+                                 8; 0 skips them), through that relay
+      Per phase (best and median MiB/s of --runs, default 3; medians): CPU seconds
+      per GiB moved of each proxy and of the testbed; per MiB moved, context
+      switches, read+write syscalls (/proc/PID/io) and tunnel messages of each
+      proxy; RssAnon and RssFile idle and peak. Then 64-byte round trips, time to
+      the first echoed byte, the TLS cipher's own cost (openssl speed), and with
+      --instructions instructions per MiB under valgrind's callgrind
       (--callgrind-dir keeps the callgrind files there, for callgrind_annotate).
-      Figures only; --json writes them to FILE too. --proxy measures another
-      build (default: the localproxy beside this testbed), e.g. the static
-      target/cross/x86_64-unknown-linux-musl/release/localproxy.
+      --proxy measures another build as ours (default: the localproxy beside this
+      testbed, e.g. target/cross/x86_64-unknown-linux-musl/release/localproxy);
+      --compare runs every phase with a second build too (both proxies of that
+      build, e.g. the C++ reference), its rows beside ours. Figures only; --json
+      writes them to FILE too.
   testbed --help
 ";
 
