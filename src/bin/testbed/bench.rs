@@ -17,7 +17,7 @@
 
 use crate::demo::{echo_server, first_byte_ms, proxy_binary, round_trips, Child2};
 use crate::procfs::{self, Counters, Mem, Sampler};
-use crate::report::{self, Build, Latency, PhaseResult, RunFigures, Spec};
+use crate::report::{self, Build, BuildRuns, Latency, PhaseResult, RunFigures, Spec};
 use crate::traffic::{target, transfer, Kind, Pace, WAIT};
 use localproxy::sys;
 use std::io::{BufRead, BufReader};
@@ -292,7 +292,7 @@ fn specs(bytes: u64, relay: f64, paced_seconds: f64) -> Vec<Spec> {
 fn run_once(bin: &Path, dir: &Path, spec: &Spec) -> Result<RunFigures, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let (tport, done) = target(spec.kind, spec.bytes).map_err(|e| e.to_string())?;
-    let p = path3(bin, dir, tport, spec.relay, None)?;
+    let mut p = path3(bin, dir, tport, spec.relay, None)?;
     let pids = p.pids();
     let idle = pids.map(Mem::of);
     let vm_idle = pids.map(|pid| procfs::status_kb(pid, "VmRSS:"));
@@ -303,7 +303,7 @@ fn run_once(bin: &Path, dir: &Path, spec: &Spec) -> Result<RunFigures, String> {
     let outcome = transfer(spec.kind, p.port, spec.bytes, &done, spec.pace);
     let after = (pids.map(Counters::of), procfs::cpu_seconds(tb_pid));
     let peaks = sampler.finish();
-    let outcome = outcome?;
+    let outcome = outcome.map_err(|e| format!("{e}{}", why(&mut [&mut p.src, &mut p.dst], dir)))?;
     let stats_after = p.serve.stats()?;
     let vm_peak = pids.map(|pid| procfs::status_kb(pid, "VmHWM:"));
     drop(p);
@@ -338,13 +338,42 @@ fn run_once(bin: &Path, dir: &Path, spec: &Spec) -> Result<RunFigures, String> {
     })
 }
 
+/// What the proxies say about a failed transfer: which of them exited, and how, and
+/// the last error line of each log.
+fn why(procs: &mut [&mut Child2; 2], dir: &Path) -> String {
+    // A proxy that failed may still be on its way out.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut out = String::new();
+    for (c, (name, log)) in procs
+        .iter_mut()
+        .zip([("source", "src.log"), ("destination", "dst.log")])
+    {
+        if let Ok(Some(st)) = c.child.try_wait() {
+            out.push_str(&format!("; the {name} exited ({st})"));
+        }
+        let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+        let last = text.lines().rev().find(|l| {
+            let l = l.to_ascii_lowercase();
+            ["fatal", "error", "panic"].iter().any(|w| l.contains(w))
+        });
+        if let Some(l) = last {
+            // The reference's lines start with a timestamp and a thread id.
+            let l = l
+                .split_once(") [")
+                .map_or(l.to_string(), |(_, r)| format!("[{r}"));
+            out.push_str(&format!("; {name} log: {}", l.trim()));
+        }
+    }
+    out
+}
+
 /// All runs of one phase: direct TCP (bulk phases through the unpaced relay), then each
-/// build, alternately run by run. A build that fails keeps its error and runs no more.
+/// build, alternately run by run. A failed run keeps its reason.
 fn phase(builds: &[Build], dir: &Path, spec: &Spec, runs: usize) -> PhaseResult {
     let mut r = PhaseResult {
         spec: *spec,
         direct: vec![],
-        runs: builds.iter().map(|_| Ok(vec![])).collect(),
+        builds: builds.iter().map(|_| BuildRuns::default()).collect(),
     };
     for i in 0..runs {
         if spec.has_direct() {
@@ -356,14 +385,13 @@ fn phase(builds: &[Build], dir: &Path, spec: &Spec, runs: usize) -> PhaseResult 
             }
         }
         for (b, build) in builds.iter().enumerate() {
-            let Ok(list) = &mut r.runs[b] else { continue };
             eprintln!("{} {}, run {}/{runs} ...", spec.label(), build.label, i + 1);
             let run_dir = dir.join(format!("{}-{}-{i}", spec.key(), build.label));
             match run_once(&build.path, &run_dir, spec) {
-                Ok(f) => list.push(f),
+                Ok(f) => r.builds[b].ok.push(f),
                 Err(e) => {
                     eprintln!("  {}: {e}", build.label);
-                    r.runs[b] = Err(e);
+                    r.builds[b].failed.push(e);
                 }
             }
         }
@@ -602,12 +630,14 @@ fn bench(o: &Options) -> Result<bool, String> {
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("JSON written to {}", path.display());
     }
-    let failed = phases.iter().any(|p| p.runs.iter().any(Result::is_err))
+    let failed = phases
+        .iter()
+        .any(|p| p.builds.iter().any(|b| !b.failed.is_empty()))
         || lat.tunnels.iter().any(Result::is_err);
     if failed {
         println!("logs of the proxies kept in {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok(phases.iter().all(|p| p.runs[0].is_ok()) && lat.tunnels[0].is_ok())
+    Ok(phases.iter().all(|p| p.builds[0].failed.is_empty()) && lat.tunnels[0].is_ok())
 }

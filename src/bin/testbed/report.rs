@@ -88,8 +88,16 @@ pub struct PhaseResult {
     pub spec: Spec,
     /// Direct TCP MiB/s per run, when the phase has it.
     pub direct: Vec<f64>,
-    /// Per build (as in the builds list): its runs, or why it could not run.
-    pub runs: Vec<Result<Vec<RunFigures>, String>>,
+    /// Per build (as in the builds list).
+    pub builds: Vec<BuildRuns>,
+}
+
+/// One build's runs of one phase: the figures of those that finished, and why the
+/// others did not.
+#[derive(Default)]
+pub struct BuildRuns {
+    pub ok: Vec<RunFigures>,
+    pub failed: Vec<String>,
 }
 
 /// Round trips (median, p99 µs) and first echoed byte (ms): direct, then per build.
@@ -186,14 +194,16 @@ fn table(
                 (String::new(), String::new())
             };
             let mut line = format!("{name:<18} {relay:>5} {:<8}", b.label);
-            match &p.runs[i] {
-                Ok(r) if !r.is_empty() => {
-                    for c in cells(p, i, &summary(r)) {
-                        line.push_str(&format!(" {c:>9}"));
-                    }
+            let r = &p.builds[i];
+            if r.ok.is_empty() {
+                line.push_str(" failed every run, see below");
+            } else {
+                for c in cells(p, i, &summary(&r.ok)) {
+                    line.push_str(&format!(" {c:>9}"));
                 }
-                Ok(_) => line.push_str(" (no runs)"),
-                Err(e) => line.push_str(&format!(" failed: {e}")),
+                if !r.failed.is_empty() {
+                    line.push_str(&format!(" ({} run(s) failed)", r.failed.len()));
+                }
             }
             println!("{line}");
         }
@@ -277,6 +287,24 @@ pub fn tables(
             .collect()
         },
     );
+    let failures: Vec<String> = phases
+        .iter()
+        .flat_map(|p| {
+            builds.iter().zip(&p.builds).flat_map(move |(b, r)| {
+                r.failed.iter().map(move |e| {
+                    let relay = p.spec.relay.map(|x| format!(" @{x}")).unwrap_or_default();
+                    format!("  {}{relay}, {}: {e}", p.spec.label(), b.label)
+                })
+            })
+        })
+        .collect();
+    if !failures.is_empty() {
+        println!();
+        println!("Failed runs (their figures are left out):");
+        for f in failures {
+            println!("{f}");
+        }
+    }
     println!();
     println!(
         "MiB moved: payload through the tunnel, both directions counted (an echo moves its \
@@ -326,6 +354,7 @@ enum J {
     Num(f64, usize),
     Int(u64),
     Str(String),
+    Arr(Vec<J>),
     Obj(Vec<(String, J)>),
 }
 
@@ -354,6 +383,16 @@ impl J {
                     }
                 }
                 out.push('"');
+            }
+            J::Arr(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    v.write(out, indent);
+                }
+                out.push(']');
             }
             J::Obj(items) if items.is_empty() => out.push_str("{}"),
             J::Obj(items) => {
@@ -405,12 +444,12 @@ fn legacy(p: &PhaseResult, s: &Summary) -> Vec<(&'static str, J)> {
     ]
 }
 
-fn figures(p: &PhaseResult, runs: &Result<Vec<RunFigures>, String>) -> J {
-    let r = match runs {
-        Ok(r) if !r.is_empty() => r,
-        Ok(_) => return obj(vec![("error", J::Str("no runs".into()))]),
-        Err(e) => return obj(vec![("error", J::Str(e.clone()))]),
-    };
+fn figures(p: &PhaseResult, runs: &BuildRuns) -> J {
+    let failed = || J::Arr(runs.failed.iter().map(|e| J::Str(e.clone())).collect());
+    let r = &runs.ok;
+    if r.is_empty() {
+        return obj(vec![("failed_runs", failed())]);
+    }
     let s = summary(r);
     let mut v = legacy(p, &s);
     v.retain(|(k, _)| *k != "direct_mibs");
@@ -447,6 +486,7 @@ fn figures(p: &PhaseResult, runs: &Result<Vec<RunFigures>, String>) -> J {
                     .collect(),
             ),
         ),
+        ("failed_runs", failed()),
     ]);
     obj(v)
 }
@@ -486,11 +526,12 @@ pub fn json(i: &JsonInput) -> String {
                 ("bytes", J::Int(p.spec.bytes)),
                 ("moved_bytes", J::Int(p.spec.moved())),
             ];
-            match &p.runs[0] {
-                Ok(r) if !r.is_empty() => v.extend(legacy(p, &summary(r))),
-                _ => v.push(("direct_mibs", J::Num(median(p.direct.iter().copied()), 1))),
+            if p.builds[0].ok.is_empty() {
+                v.push(("direct_mibs", J::Num(median(p.direct.iter().copied()), 1)));
+            } else {
+                v.extend(legacy(p, &summary(&p.builds[0].ok)));
             }
-            for (b, runs) in i.builds.iter().zip(&p.runs) {
+            for (b, runs) in i.builds.iter().zip(&p.builds) {
                 v.push((b.label, figures(p, runs)));
             }
             (p.spec.key(), obj(v))
