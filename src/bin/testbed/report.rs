@@ -109,7 +109,11 @@ pub struct Latency {
 fn median(v: impl IntoIterator<Item = f64>) -> f64 {
     let mut s: Vec<f64> = v.into_iter().filter(|x| !x.is_nan()).collect();
     s.sort_by(|a, b| a.total_cmp(b));
-    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
 }
 
 fn best(v: impl IntoIterator<Item = f64>) -> f64 {
@@ -479,12 +483,7 @@ fn figures(p: &PhaseResult, runs: &BuildRuns) -> J {
         ("rss_file_kb", mem(&|m| m.file)),
         (
             "run_mibs",
-            J::Obj(
-                r.iter()
-                    .enumerate()
-                    .map(|(i, f)| (i.to_string(), J::Num(f.mibs, 1)))
-                    .collect(),
-            ),
+            J::Arr(r.iter().map(|f| J::Num(f.mibs, 1)).collect()),
         ),
         ("failed_runs", failed()),
     ]);
