@@ -1,6 +1,7 @@
 //! Tests of the tunneling-service double itself, with the proxy's own connect code as a
 //! bare client: token pairing and single use, modes, subprotocols and SERVICE_IDS,
-//! relay, STREAM_RESET when a peer leaves, pings, the reject hook.
+//! relay (also paced by a relay rate), STREAM_RESET when a peer leaves, pings, the
+//! reject hook.
 
 mod common;
 
@@ -173,5 +174,59 @@ fn pings_are_answered_with_the_same_payload() {
         let mut c = connect_as(&tb, &t.source_token, Mode::Source, None, V3).unwrap();
         let pong = c.ping(b"1234567", WAIT).unwrap();
         assert_eq!(pong, b"1234567");
+    });
+}
+
+#[test]
+fn a_relay_rate_paces_reads_and_relays_every_message_intact() {
+    watchdog(LIMIT, || {
+        let tb = Testbed::start(&temp_dir("tb-rate")).unwrap();
+        let t = tb.open_tunnel(&["A"]);
+        let (mut src, mut dst) = pair(&tb, &t);
+        const RATE: f64 = 2.0; // MiB/s
+        const COUNT: usize = 96; // 32 KiB each: 3 MiB
+        tb.set_relay_rate(Some(RATE));
+        let started = std::time::Instant::now();
+        let writer = std::thread::spawn(move || {
+            let mut start = TunnelMessage::new(Type::StreamStart);
+            start.stream_id = 1;
+            start.service_id = "A";
+            start.connection_id = 1;
+            src.send(&start);
+            let payload: Vec<u8> = (0..32768u32).map(|i| (i % 251) as u8).collect();
+            for _ in 0..COUNT {
+                let mut data = TunnelMessage::new(Type::Data);
+                data.stream_id = 1;
+                data.service_id = "A";
+                data.connection_id = 1;
+                data.payload = &payload;
+                src.send(&data);
+            }
+            src
+        });
+        assert_eq!(dst.next().0, Type::StreamStart);
+        for _ in 0..COUNT {
+            let (kind, stream, _, payload) = dst.next();
+            assert_eq!((kind, stream, payload.len()), (Type::Data, 1, 32768));
+            assert!(payload
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i % 251) as u8));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let _src = writer.join().unwrap();
+        // 3 MiB at 2 MiB/s, less the bucket's first 16 KiB: at least 1.4 s.
+        assert!(
+            secs > 1.4,
+            "3 MiB went through a 2 MiB/s relay in {secs:.2} s"
+        );
+        assert!(
+            secs < 20.0,
+            "3 MiB took {secs:.2} s through a 2 MiB/s relay"
+        );
+        let rec = tb.recorded(&t, Mode::Source);
+        assert_eq!(rec.len(), 1 + COUNT);
+        assert!(rec[1..].iter().all(|r| r.payload_len == 32768));
+        assert_eq!(tb.stats().messages[0], 1 + COUNT as u64);
     });
 }

@@ -9,11 +9,12 @@
 //! a tunnel closes. Messages for a peer that is not connected are dropped (and counted),
 //! like mizo's emulator; the real service's choice is not documented.
 //!
-//! Test hooks (drop, freeze, delay, re-cut, fragment, reject, inject, record) are
-//! methods of [`Testbed`]; every wait takes a timeout. It is not a load balancer, has
-//! no REST API and keeps everything in memory.
+//! Test hooks (drop, freeze, delay, relay rate, re-cut, fragment, reject, inject,
+//! record) are methods of [`Testbed`]; every wait takes a timeout. It is not a load
+//! balancer, has no REST API and keeps everything in memory.
 
 pub mod certs;
+mod pace;
 mod peer;
 pub mod scripted;
 
@@ -121,6 +122,8 @@ pub(crate) struct State {
     pub recut: Option<(usize, usize)>,
     pub fragment: Option<usize>,
     pub delay: Duration,
+    /// Bytes per second each peer's socket is read at (None: as fast as it comes).
+    pub relay_rate: Option<f64>,
     pub record: bool,
     pub next_id: u64,
     pub stats: Stats,
@@ -174,6 +177,7 @@ impl Testbed {
                 recut: None,
                 fragment: None,
                 delay: Duration::ZERO,
+                relay_rate: None,
                 record: true,
                 next_id: 1,
                 stats: Stats::default(),
@@ -314,6 +318,21 @@ impl Testbed {
 
     pub fn set_delay(&self, d: Duration) {
         self.shared.lock().delay = d;
+    }
+
+    /// Reads each peer's socket at most `mib_per_s` MiB/s, in reads of at most 16 KiB
+    /// (`None`, the default: as fast as data comes). The relay as the internet drains
+    /// it: the proxies' TLS sockets fill and their queues fill and drain. Applies to
+    /// connected peers too.
+    pub fn set_relay_rate(&self, mib_per_s: Option<f64>) {
+        self.shared.lock().relay_rate = mib_per_s
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|r| r * (1u64 << 20) as f64);
+    }
+
+    /// Whether a peer of mode `m` is connected to the tunnel now.
+    pub fn is_connected(&self, t: &Tunnel, m: Mode) -> bool {
+        self.slot(t, m, |s| s.peer.is_some()).unwrap_or(false)
     }
 
     /// Re-cuts relayed bytes into frames of random sizes in [min, max].

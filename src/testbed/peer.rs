@@ -6,6 +6,7 @@
 //! commands on another, so a freeze or a drop never waits behind data. It stops reading
 //! its own peer while the other peer has more than [`QUEUE_LIMIT`] bytes queued.
 
+use super::pace::Paced;
 use super::{idx, Control, Mode, PeerHandle, Recorded, Shared};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Message as TunnelMessage, Type, Version, MAX_WS_FRAME};
@@ -32,7 +33,7 @@ const QUEUE_LIMIT: usize = 1 << 20;
 
 static NEXT_PEER: AtomicUsize = AtomicUsize::new(1);
 
-type Ws = WebSocket<SslStream<TcpStream>>;
+type Ws = WebSocket<SslStream<Paced>>;
 
 /// A message to forward: its bytes, its record, and the stream it starts or resets.
 type Relayed = (Bytes, Option<Recorded>, Option<(Type, String, i32)>);
@@ -153,7 +154,7 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<SslContex
     let Ok(ssl) = Ssl::new(&acceptor) else {
         return;
     };
-    let Ok(tls) = ssl.accept(tcp) else {
+    let Ok(tls) = ssl.accept(Paced::new(tcp)) else {
         return;
     };
     let mut admitted: Option<Admitted> = None;
@@ -182,7 +183,7 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<SslContex
         return;
     };
     let Some(a) = admitted else { return };
-    let tcp = ws.get_mut().get_mut();
+    let tcp = ws.get_ref().get_ref().tcp();
     if tcp.set_read_timeout(None).is_err()
         || tcp.set_write_timeout(None).is_err()
         || tcp.set_nonblocking(true).is_err()
@@ -265,7 +266,7 @@ enum Flow {
 
 impl Peer {
     fn run(&mut self, ws: &mut Ws) {
-        let fd = ws.get_ref().get_ref().as_raw_fd();
+        let fd = ws.get_ref().get_ref().tcp().as_raw_fd();
         let mut set = PollSet::new();
         loop {
             loop {
@@ -279,10 +280,11 @@ impl Peer {
                     Recv::Closed => return,
                 }
             }
-            let (delay, recut, fragment) = {
+            let (delay, recut, fragment, rate) = {
                 let st = self.shared.lock();
-                (st.delay, st.recut, st.fragment)
+                (st.delay, st.recut, st.fragment, st.relay_rate)
             };
+            ws.get_mut().get_mut().set_rate(rate);
             if !self.frozen {
                 // Data for our peer, unless the socket is full.
                 while !self.write_blocked {
@@ -324,22 +326,35 @@ impl Peer {
             set.clear();
             set.push(self.waker.fd(), Interest::READ);
             let other_ok = self.other_has_room();
+            // Paced and out of tokens: sleep until there are some instead of polling a
+            // readable socket.
+            let pause = if self.frozen || !other_ok {
+                None
+            } else {
+                ws.get_mut().get_mut().pause()
+            };
             set.push(
                 fd,
                 Interest {
-                    read: !self.frozen && other_ok,
+                    read: !self.frozen && other_ok && pause.is_none(),
                     write: !self.frozen && self.write_blocked,
                 },
             );
             let ready = self.data_rx.prepare_sleep() & self.control_rx.prepare_sleep();
             let timeout = if !ready {
                 Some(Duration::ZERO)
-            } else if self.frozen || self.write_blocked {
-                None
             } else {
-                self.delayed
-                    .front()
-                    .map(|(t, _)| t.saturating_duration_since(Instant::now()))
+                let delayed = if self.frozen || self.write_blocked {
+                    None
+                } else {
+                    self.delayed
+                        .front()
+                        .map(|(t, _)| t.saturating_duration_since(Instant::now()))
+                };
+                match (delayed, pause) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             };
             if set.wait(timeout).is_err() {
                 return;
@@ -358,11 +373,11 @@ impl Peer {
                     reason: reason.into(),
                 }));
                 let _ = ws.flush();
-                let _ = ws.get_mut().get_mut().shutdown(Shutdown::Write);
+                let _ = ws.get_ref().get_ref().tcp().shutdown(Shutdown::Write);
                 Flow::Stop
             }
             Control::Abort => {
-                let _ = ws.get_mut().get_mut().shutdown(Shutdown::Both);
+                let _ = ws.get_ref().get_ref().tcp().shutdown(Shutdown::Both);
                 Flow::Stop
             }
             Control::Freeze(f) => {

@@ -1,121 +1,46 @@
 //! `testbed bench`: what the proxy costs, measured on loopback with fresh processes per
-//! phase. Direct TCP to a sink/source/echo server gives the ceiling; then the full path
+//! run. Direct TCP to a sink/source/echo server gives the ceiling; then the full path
 //! client → source proxy → testbed (its own process) → destination proxy → server.
 //!
-//! Figures per phase: MiB/s (best and median of N runs), CPU seconds per GiB of each
-//! proxy and of the testbed (utime+stime from /proc), idle and peak RSS of the proxies;
-//! once: 64-byte round trips, connect to first echoed byte, the binary's size, the TLS
-//! cipher's own cost (`openssl speed`), and with `--instructions` instructions per MiB
-//! under valgrind's callgrind. It prints figures and asserts nothing.
+//! Phases: bulk upload, download and echo through a relay as fast as loopback
+//! (flattering: the TLS socket never fills); the same through a relay that reads each
+//! proxy's connection at `--relay-rate` MiB/s in reads of at most 16 KiB, as the
+//! internet drains it; and paced echoes (1 MiB/s in 1 KiB writes, 8 MiB/s in 4 KiB,
+//! 20 MiB/s in 16 KiB) through that relay. `--compare` runs every phase with a second
+//! build as well (both proxies of that build), run by run alternately with ours.
+//!
+//! Figures per phase and build (see `report`): MiB/s; per proxy CPU seconds per GiB
+//! moved, context switches, read/write system calls and tunnel messages per MiB,
+//! RssAnon and RssFile idle and peak; CPU of the testbed. Once: 64-byte round trips,
+//! connect to first echoed byte, the TLS cipher's own cost (`openssl speed`), and with
+//! `--instructions` instructions per MiB under callgrind. Figures only, no pass/fail.
 
-use crate::demo::{cpu_seconds, echo_server, first_byte_ms, proxy_binary, round_trips, Child2};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use crate::demo::{echo_server, first_byte_ms, proxy_binary, round_trips, Child2};
+use crate::procfs::{self, Counters, Mem, Sampler};
+use crate::report::{self, Build, BuildRuns, Latency, PhaseResult, RunFigures, Spec};
+use crate::traffic::{target, transfer, Kind, Pace, WAIT};
+use localproxy::sys;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(120);
+/// The readiness lines of our proxy and of the C++ reference (which logs its
+/// "Listening" line just before it listens: clients retry a refused connect).
+const DESTINATION_READY: &[&str] = &["tunnel ready", "Web socket session ID"];
+const SOURCE_READY: &[&str] = &["listening on", "Listening for new connection on port"];
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    Upload,
-    Download,
-    Echo,
-}
+/// The paced echoes: MiB/s and write size.
+const PACED: [(f64, usize); 3] = [(1.0, 1024), (8.0, 4096), (20.0, 16384)];
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Upload => "upload",
-            Kind::Download => "download",
-            Kind::Echo => "echo",
-        }
-    }
-}
-
-/// A target server for one kind of transfer; reports each connection's bytes.
-fn target(kind: Kind, bytes: u64) -> std::io::Result<(u16, mpsc::Receiver<u64>)> {
-    if kind == Kind::Echo {
-        let (_tx, rx) = mpsc::channel();
-        return Ok((echo_server()?, rx));
-    }
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    let port = l.local_addr()?.port();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let _ = s.set_nodelay(true);
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 256 * 1024];
-                let mut n = 0u64;
-                if kind == Kind::Upload {
-                    while n < bytes {
-                        match s.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => n += k as u64,
-                        }
-                    }
-                } else {
-                    buf.fill(0xa5);
-                    while n < bytes {
-                        let k = buf.len().min((bytes - n) as usize);
-                        if s.write_all(&buf[..k]).is_err() {
-                            break;
-                        }
-                        n += k as u64;
-                    }
-                }
-                let _ = tx.send(n);
-            });
-        }
-    });
-    Ok((port, rx))
-}
-
-/// Moves `bytes` through `port` in the direction of `kind`; returns MiB/s.
-fn transfer(kind: Kind, port: u16, bytes: u64, done: &mpsc::Receiver<u64>) -> Result<f64, String> {
-    let mib = bytes as f64 / (1 << 20) as f64;
-    match kind {
-        Kind::Echo => crate::demo::echo_throughput(port, (bytes >> 20) as usize),
-        Kind::Upload => {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-            let _ = s.set_nodelay(true);
-            let buf = vec![0x3cu8; 64 * 1024];
-            let start = Instant::now();
-            let mut n = 0u64;
-            while n < bytes {
-                let k = buf.len().min((bytes - n) as usize);
-                s.write_all(&buf[..k]).map_err(|e| e.to_string())?;
-                n += k as u64;
-            }
-            let got = done
-                .recv_timeout(WAIT)
-                .map_err(|_| "the sink never finished".to_string())?;
-            if got != bytes {
-                return Err(format!("the sink got {got} of {bytes} bytes"));
-            }
-            Ok(mib / start.elapsed().as_secs_f64())
-        }
-        Kind::Download => {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
-            let mut buf = vec![0u8; 256 * 1024];
-            let start = Instant::now();
-            let mut n = 0u64;
-            while n < bytes {
-                match s.read(&mut buf) {
-                    Ok(0) => return Err(format!("EOF after {n} of {bytes} bytes")),
-                    Ok(k) => n += k as u64,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-            Ok(mib / start.elapsed().as_secs_f64())
-        }
-    }
+/// What the testbed relayed so far, from its SIGUSR1 line.
+#[derive(Clone, Copy, Debug, Default)]
+struct TbStats {
+    messages: [u64; 2],
+    bytes: [u64; 2],
+    connected: [bool; 2],
 }
 
 /// `testbed serve` as a child process, so its CPU time can be read.
@@ -125,14 +50,18 @@ struct Serve {
     ca: String,
     dst_token: String,
     src_token: String,
+    stats: mpsc::Receiver<String>,
 }
 
 impl Serve {
-    fn start(dir: &Path) -> Result<Serve, String> {
+    fn start(dir: &Path, relay: Option<f64>) -> Result<Serve, String> {
         let me = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(me)
-            .args(["serve", "--services", "bench", "--dir"])
-            .arg(dir)
+        let mut cmd = Command::new(me);
+        cmd.args(["serve", "--services", "bench", "--dir"]).arg(dir);
+        if let Some(r) = relay {
+            cmd.args(["--relay-rate", &r.to_string()]);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -155,14 +84,59 @@ impl Serve {
                 tokens.push(r.split_whitespace().next().unwrap_or("").to_string());
             }
         }
-        std::thread::spawn(move || for _ in lines {});
+        let (tx, stats) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                if let Some(s) = l.strip_prefix("testbed stats: ") {
+                    let _ = tx.send(s.to_string());
+                }
+            }
+        });
         Ok(Serve {
             child,
             endpoint,
             ca,
             dst_token: tokens[0].clone(),
             src_token: tokens[1].clone(),
+            stats,
         })
+    }
+
+    /// Asks for the relay counters (SIGUSR1) and reads them.
+    fn stats(&self) -> Result<TbStats, String> {
+        while self.stats.try_recv().is_ok() {}
+        sys::send_signal(self.child.id(), sys::SIGUSR1).map_err(|e| e.to_string())?;
+        let line = self
+            .stats
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "testbed serve printed no stats".to_string())?;
+        let n: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        if n.len() < 7 {
+            return Err(format!("cannot read the testbed's stats: {line}"));
+        }
+        Ok(TbStats {
+            messages: [n[0], n[1]],
+            bytes: [n[2], n[3]],
+            connected: [n[5] == 1, n[6] == 1],
+        })
+    }
+
+    /// Waits until the testbed has the peers `want` (source, destination) connected.
+    fn wait_connected(&self, want: [bool; 2]) -> Result<(), String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let c = self.stats()?.connected;
+            if (c[0] || !want[0]) && (c[1] || !want[1]) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("the proxy never connected to the testbed".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -173,32 +147,50 @@ impl Drop for Serve {
     }
 }
 
-fn rss_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+/// SIGTERM, then SIGKILL if it does not end within 5 s.
+fn end(child: &mut Child) {
+    let _ = sys::send_signal(child.id(), sys::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// One tunnel: testbed, destination in front of `target_port`, source on a free port.
+/// Dropping it stops the proxies, then the testbed.
 struct Path3 {
-    serve: Serve,
     dst: Child2,
     src: Child2,
+    serve: Serve,
     port: u16,
+}
+
+impl Drop for Path3 {
+    fn drop(&mut self) {
+        end(&mut self.src.child);
+        end(&mut self.dst.child);
+    }
+}
+
+impl Path3 {
+    fn pids(&self) -> [u32; 2] {
+        [self.src.child.id(), self.dst.child.id()]
+    }
 }
 
 fn path3(
     bin: &Path,
     dir: &Path,
     target_port: u16,
+    relay: Option<f64>,
     wrap: Option<&[String]>,
 ) -> Result<Path3, String> {
-    let serve = Serve::start(dir)?;
+    let serve = Serve::start(dir, relay)?;
     let common = |m: [String; 2]| {
         let mut v = vec![
             "-e".to_string(),
@@ -213,24 +205,45 @@ fn path3(
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
+    let log = |name: &str| dir.join(name);
     let (dst_bin, dst_args) = wrapped(
         bin,
         wrap,
         common(["-d".into(), format!("bench={target_port}")]),
     );
-    let dst = Child2::start(&dst_bin, &dst_args, &serve.dst_token, &dir.join("dst.log"))?;
-    dst.wait_for("tunnel ready")?;
+    let mut dst = Child2::start(&dst_bin, &dst_args, &serve.dst_token, &log("dst.log"))?;
+    let ready = dst
+        .wait_for_any(DESTINATION_READY)
+        .and_then(|_| serve.wait_connected([false, true]));
+    if let Err(e) = ready {
+        end(&mut dst.child);
+        return Err(format!(
+            "destination: {e} (log {})",
+            log("dst.log").display()
+        ));
+    }
     let mut sargs = common(["-s".into(), format!("bench={port}")]);
     sargs.extend(["-b".to_string(), "127.0.0.1".to_string()]);
     let (src_bin, src_args) = wrapped(bin, wrap, sargs);
-    let src = Child2::start(&src_bin, &src_args, &serve.src_token, &dir.join("src.log"))?;
-    src.wait_for("listening on")?;
-    Ok(Path3 {
-        serve,
+    let src = match Child2::start(&src_bin, &src_args, &serve.src_token, &log("src.log")) {
+        Ok(s) => s,
+        Err(e) => {
+            end(&mut dst.child);
+            return Err(e);
+        }
+    };
+    let p = Path3 {
         dst,
         src,
+        serve,
         port,
-    })
+    };
+    p.src
+        .wait_for_any(SOURCE_READY)
+        .and_then(|_| p.serve.wait_connected([true, true]))
+        .and_then(|_| procfs::wait_listening(port, WAIT))
+        .map_err(|e| format!("source: {e} (log {})", log("src.log").display()))?;
+    Ok(p)
 }
 
 /// Runs `bin args` under a wrapper command (valgrind) when asked.
@@ -246,81 +259,158 @@ fn wrapped(bin: &Path, wrap: Option<&[String]>, args: Vec<String>) -> (PathBuf, 
     }
 }
 
-struct PhaseResult {
-    mibs: Vec<f64>,
-    cpu_src: Vec<f64>,
-    cpu_dst: Vec<f64>,
-    cpu_tb: Vec<f64>,
-    idle_src: u64,
-    idle_dst: u64,
-    peak_src: u64,
-    peak_dst: u64,
-    direct: Vec<f64>,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn best(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::NAN, f64::max)
-}
-
-fn phase(
-    bin: &Path,
-    dir: &Path,
-    kind: Kind,
-    bytes: u64,
-    runs: usize,
-) -> Result<PhaseResult, String> {
-    let mut r = PhaseResult {
-        mibs: vec![],
-        cpu_src: vec![],
-        cpu_dst: vec![],
-        cpu_tb: vec![],
-        idle_src: 0,
-        idle_dst: 0,
-        peak_src: 0,
-        peak_dst: 0,
-        direct: vec![],
-    };
-    let gib = bytes as f64 / (1u64 << 30) as f64;
-    for i in 0..runs {
-        let (tport, done) = target(kind, bytes).map_err(|e| e.to_string())?;
-        r.direct.push(transfer(kind, tport, bytes, &done)?);
-        let run_dir = dir.join(format!("{}-{i}", kind.name()));
-        std::fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
-        let p = path3(bin, &run_dir, tport, None)?;
-        r.idle_src = r.idle_src.max(rss_kb(p.src.child.id(), "VmRSS:"));
-        r.idle_dst = r.idle_dst.max(rss_kb(p.dst.child.id(), "VmRSS:"));
-        let before = (
-            p.src.cpu_seconds(),
-            p.dst.cpu_seconds(),
-            cpu_seconds(p.serve.child.id()),
-        );
-        r.mibs.push(transfer(kind, p.port, bytes, &done)?);
-        let after = (
-            p.src.cpu_seconds(),
-            p.dst.cpu_seconds(),
-            cpu_seconds(p.serve.child.id()),
-        );
-        r.cpu_src.push((after.0 - before.0) / gib);
-        r.cpu_dst.push((after.1 - before.1) / gib);
-        r.cpu_tb.push((after.2 - before.2) / gib);
-        r.peak_src = r.peak_src.max(rss_kb(p.src.child.id(), "VmHWM:"));
-        r.peak_dst = r.peak_dst.max(rss_kb(p.dst.child.id(), "VmHWM:"));
-        let Path3 { src, dst, .. } = p;
-        src.stop();
-        dst.stop();
+/// The phases, in the order they run.
+fn specs(bytes: u64, relay: f64, paced_seconds: f64) -> Vec<Spec> {
+    let kinds = [Kind::Upload, Kind::Download, Kind::Echo];
+    let mut v: Vec<Spec> = kinds
+        .iter()
+        .map(|&kind| Spec {
+            kind,
+            relay: None,
+            pace: None,
+            bytes,
+        })
+        .collect();
+    v.extend(kinds.iter().map(|&kind| Spec {
+        kind,
+        relay: Some(relay),
+        pace: None,
+        bytes,
+    }));
+    if paced_seconds > 0.0 {
+        v.extend(PACED.iter().map(|&(mibs, write)| Spec {
+            kind: Kind::Echo,
+            relay: Some(relay),
+            pace: Some(Pace { mibs, write }),
+            bytes: ((mibs * paced_seconds * (1 << 20) as f64) as u64).max(write as u64),
+        }));
     }
-    Ok(r)
+    v
+}
+
+/// One run of one phase with one build: fresh processes, figures over the transfer.
+fn run_once(bin: &Path, dir: &Path, spec: &Spec) -> Result<RunFigures, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let (tport, done) = target(spec.kind, spec.bytes).map_err(|e| e.to_string())?;
+    let mut p = path3(bin, dir, tport, spec.relay, None)?;
+    let pids = p.pids();
+    let idle = pids.map(Mem::of);
+    let vm_idle = pids.map(|pid| procfs::status_kb(pid, "VmRSS:"));
+    let tb_pid = p.serve.child.id();
+    let before = (pids.map(Counters::of), procfs::cpu_seconds(tb_pid));
+    let stats_before = p.serve.stats()?;
+    let sampler = Sampler::start(pids.to_vec());
+    let outcome = transfer(spec.kind, p.port, spec.bytes, &done, spec.pace);
+    let after = (pids.map(Counters::of), procfs::cpu_seconds(tb_pid));
+    let peaks = sampler.finish();
+    let outcome = outcome.map_err(|e| format!("{e}{}", why(&mut [&mut p.src, &mut p.dst], dir)))?;
+    let stats_after = p.serve.stats()?;
+    let vm_peak = pids.map(|pid| procfs::status_kb(pid, "VmHWM:"));
+    drop(p);
+    let moved = spec.moved() as f64;
+    let (gib, mib) = (moved / (1u64 << 30) as f64, moved / (1u64 << 20) as f64);
+    let (b, a) = (before.0, after.0);
+    let per_mib = |x: u64, y: u64| y.saturating_sub(x) as f64 / mib;
+    let messages = [0, 1].map(|d| {
+        let bytes = stats_after.bytes[d].saturating_sub(stats_before.bytes[d]);
+        let msgs = stats_after.messages[d].saturating_sub(stats_before.messages[d]);
+        // A direction that carried no data (the destination of an upload) has no rate.
+        (bytes >= 1 << 20).then(|| msgs as f64 / (bytes as f64 / (1u64 << 20) as f64))
+    });
+    Ok(RunFigures {
+        mibs: outcome.mibs,
+        lag_ms: outcome.lag_ms,
+        cpu: [
+            (a[0].cpu - b[0].cpu) / gib,
+            (a[1].cpu - b[1].cpu) / gib,
+            (after.1 - before.1) / gib,
+        ],
+        switches: [0, 1].map(|i| per_mib(b[i].switches, a[i].switches)),
+        syscalls: [0, 1].map(|i| per_mib(b[i].syscalls, a[i].syscalls)),
+        messages,
+        idle,
+        peak: [
+            peaks.first().copied().unwrap_or_default(),
+            peaks.get(1).copied().unwrap_or_default(),
+        ],
+        vm_idle,
+        vm_peak,
+    })
+}
+
+/// What the proxies say about a failed transfer: which of them exited, and how, and
+/// the last error line of each log.
+fn why(procs: &mut [&mut Child2; 2], dir: &Path) -> String {
+    // A proxy that failed may still be on its way out.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut out = String::new();
+    for (c, (name, log)) in procs
+        .iter_mut()
+        .zip([("source", "src.log"), ("destination", "dst.log")])
+    {
+        if let Ok(Some(st)) = c.child.try_wait() {
+            out.push_str(&format!("; the {name} exited ({st})"));
+        }
+        let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+        let last = text.lines().rev().find(|l| {
+            let l = l.to_ascii_lowercase();
+            ["fatal", "error", "panic"].iter().any(|w| l.contains(w))
+        });
+        if let Some(l) = last {
+            // The reference's lines start with a timestamp and a thread id.
+            let l = l
+                .split_once(") [")
+                .map_or(l.to_string(), |(_, r)| format!("[{r}"));
+            out.push_str(&format!("; {name} log: {}", l.trim()));
+        }
+    }
+    out
+}
+
+/// All runs of one phase: direct TCP (bulk phases through the unpaced relay), then each
+/// build, alternately run by run. A failed run keeps its reason.
+fn phase(builds: &[Build], dir: &Path, spec: &Spec, runs: usize) -> PhaseResult {
+    let mut r = PhaseResult {
+        spec: *spec,
+        direct: vec![],
+        builds: builds.iter().map(|_| BuildRuns::default()).collect(),
+    };
+    for i in 0..runs {
+        if spec.has_direct() {
+            let direct = target(spec.kind, spec.bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|(port, done)| transfer(spec.kind, port, spec.bytes, &done, None));
+            if let Ok(o) = direct {
+                r.direct.push(o.mibs);
+            }
+        }
+        for (b, build) in builds.iter().enumerate() {
+            eprintln!("{} {}, run {}/{runs} ...", spec.label(), build.label, i + 1);
+            let run_dir = dir.join(format!("{}-{}-{i}", spec.key(), build.label));
+            match run_once(&build.path, &run_dir, spec) {
+                Ok(f) => r.builds[b].ok.push(f),
+                Err(e) => {
+                    eprintln!("  {}: {e}", build.label);
+                    r.builds[b].failed.push(e);
+                }
+            }
+        }
+    }
+    r
+}
+
+/// Round trips and time to the first echoed byte through one build's tunnel.
+fn latency(bin: &Path, dir: &Path, echo: u16) -> Result<(f64, f64, f64), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let p = path3(bin, dir, echo, None, None)?;
+    let first = first_byte_ms(p.port)?;
+    let (med, p99) = round_trips(p.port, 5000)?;
+    Ok((med, p99, first))
 }
 
 /// The cipher the proxy and the testbed agree on (TLS_AES_256_GCM_SHA384: the first of
 /// OpenSSL's TLS 1.3 suites, which the client offers and the testbed accepts).
-const CIPHER: &str = "aes-256-gcm";
+pub const CIPHER: &str = "aes-256-gcm";
 
 /// Seconds per GiB of the negotiated cipher on this machine, from `openssl speed`.
 fn tls_floor() -> Option<f64> {
@@ -356,13 +446,10 @@ fn instructions(
         "--tool=callgrind".into(),
         format!("--callgrind-out-file={}/cg.%p", out.display()),
     ];
-    let p = path3(bin, dir, tport, Some(&wrap))?;
-    // The idle cost before the transfer, to subtract.
-    transfer(Kind::Upload, p.port, mib << 20, &done)?;
-    let (spid, dpid) = (p.src.child.id(), p.dst.child.id());
-    let Path3 { src, dst, .. } = p;
-    src.stop();
-    dst.stop();
+    let p = path3(bin, dir, tport, None, Some(&wrap))?;
+    transfer(Kind::Upload, p.port, mib << 20, &done, None)?;
+    let [spid, dpid] = p.pids();
+    drop(p);
     let total = |pid: u32| -> Result<f64, String> {
         let text =
             std::fs::read_to_string(out.join(format!("cg.{pid}"))).map_err(|e| e.to_string())?;
@@ -377,20 +464,36 @@ fn instructions(
     Ok((total(spid)? / mib as f64, total(dpid)? / mib as f64))
 }
 
-pub fn run(args: Vec<String>) -> i32 {
+/// What the command line asked for.
+struct Options {
+    mib: u64,
+    runs: usize,
+    relay: f64,
+    paced_seconds: f64,
+    json: Option<PathBuf>,
+    proxy: Option<PathBuf>,
+    compare: Option<PathBuf>,
+    instructions: bool,
+    callgrind_dir: Option<PathBuf>,
+}
+
+fn options(args: &[String]) -> Result<Options, String> {
+    const WITH_VALUE: &[&str] = &[
+        "--mib",
+        "--runs",
+        "--json",
+        "--callgrind-dir",
+        "--proxy",
+        "--compare",
+        "--relay-rate",
+        "--paced-seconds",
+    ];
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
-            "--mib" | "--runs" | "--json" | "--callgrind-dir" | "--proxy" if i + 1 < args.len() => {
-                i += 2
-            }
+            a if WITH_VALUE.contains(&a) && i + 1 < args.len() => i += 2,
             "--instructions" => i += 1,
-            other => {
-                eprintln!(
-                    "testbed bench: unknown or incomplete option {other}; see testbed --help"
-                );
-                return 2;
-            }
+            other => return Err(format!("unknown or incomplete option {other}")),
         }
     }
     let value = |name: &str| {
@@ -398,46 +501,52 @@ pub fn run(args: Vec<String>) -> i32 {
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1))
     };
-    let num = |name: &str, default: u64| -> Result<u64, String> {
+    let num = |name: &str, default: f64, zero_ok: bool| -> Result<f64, String> {
+        match value(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && (*n > 0.0 || (zero_ok && *n == 0.0)))
+                .ok_or(format!("{name} takes a positive number")),
+        }
+    };
+    let whole = |name: &str, default: u64| -> Result<u64, String> {
         match value(name) {
             None => Ok(default),
             Some(v) => v
                 .parse::<u64>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or(format!("{name} takes a positive number")),
+                .ok_or(format!("{name} takes a positive whole number")),
         }
     };
-    let parsed = (num("--mib", 256), num("--runs", 3));
-    let (mib, runs) = match parsed {
-        (Ok(m), Ok(r)) => (m, r as usize),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("testbed bench: {e}");
+    let path = |name: &str| value(name).map(PathBuf::from);
+    let callgrind_dir = path("--callgrind-dir");
+    Ok(Options {
+        mib: whole("--mib", 256)?,
+        runs: whole("--runs", 3)? as usize,
+        relay: num("--relay-rate", 150.0, false)?,
+        paced_seconds: num("--paced-seconds", 8.0, true)?,
+        json: path("--json"),
+        proxy: path("--proxy"),
+        compare: path("--compare"),
+        instructions: args.iter().any(|a| a == "--instructions") || callgrind_dir.is_some(),
+        callgrind_dir,
+    })
+}
+
+pub fn run(args: Vec<String>) -> i32 {
+    let o = match options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("testbed bench: {e}; see testbed --help");
             return 2;
         }
     };
-    let json = value("--json").map(PathBuf::from);
-    let proxy = match value("--proxy") {
-        Some(p) => PathBuf::from(p),
-        None => match proxy_binary() {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("testbed bench: {e}");
-                return 1;
-            }
-        },
-    };
-    let callgrind_dir = value("--callgrind-dir").map(PathBuf::from);
-    let count_instructions = args.iter().any(|a| a == "--instructions") || callgrind_dir.is_some();
-    match bench(
-        &proxy,
-        mib,
-        runs,
-        json.as_deref(),
-        count_instructions,
-        callgrind_dir.as_deref(),
-    ) {
-        Ok(()) => 0,
+    match bench(&o) {
+        Ok(true) => 0,
+        Ok(false) => 1,
         Err(e) => {
             eprintln!("testbed bench: {e}");
             1
@@ -445,140 +554,90 @@ pub fn run(args: Vec<String>) -> i32 {
     }
 }
 
-fn bench(
-    bin: &Path,
-    mib: u64,
-    runs: usize,
-    json: Option<&Path>,
-    count_instructions: bool,
-    callgrind_dir: Option<&Path>,
-) -> Result<(), String> {
-    let bin = bin.to_path_buf();
-    let size = std::fs::metadata(&bin)
-        .map_err(|e| format!("{}: {e}; give --proxy a localproxy binary", bin.display()))?
+fn build(label: &'static str, path: PathBuf) -> Result<Build, String> {
+    let size = std::fs::metadata(&path)
+        .map_err(|e| format!("{}: {e}; give a localproxy binary", path.display()))?
         .len();
+    Ok(Build { label, path, size })
+}
+
+/// Runs everything and prints it; false if a phase of our build failed.
+fn bench(o: &Options) -> Result<bool, String> {
+    let ours = match &o.proxy {
+        Some(p) => p.clone(),
+        None => proxy_binary()?,
+    };
+    let mut builds = vec![build("ours", ours)?];
+    if let Some(c) = &o.compare {
+        builds.push(build("compare", c.clone())?);
+    }
     let dir = std::env::temp_dir().join(format!("testbed-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let bytes = mib << 20;
-    println!(
-        "localproxy {} ({} bytes); {mib} MiB per transfer, {runs} run(s) per phase",
-        bin.display(),
-        size
+    let load_start = procfs::loadavg();
+    report::header(
+        &builds,
+        o.mib,
+        o.runs,
+        o.relay,
+        o.paced_seconds,
+        &load_start,
     );
+
     let mut phases = Vec::new();
-    for kind in [Kind::Upload, Kind::Download, Kind::Echo] {
-        eprintln!("{} ...", kind.name());
-        phases.push((kind, phase(&bin, &dir, kind, bytes, runs)?));
+    for spec in specs(o.mib << 20, o.relay, o.paced_seconds) {
+        phases.push(phase(&builds, &dir, &spec, o.runs));
     }
+
     eprintln!("latency ...");
     let echo = echo_server().map_err(|e| e.to_string())?;
-    let lat_dir = dir.join("latency");
-    std::fs::create_dir_all(&lat_dir).map_err(|e| e.to_string())?;
-    let p = path3(&bin, &lat_dir, echo, None)?;
-    let first = first_byte_ms(p.port)?;
-    let first_direct = first_byte_ms(echo)?;
-    let (rt_med, rt_p99) = round_trips(p.port, 5000)?;
-    let (d_med, d_p99) = round_trips(echo, 5000)?;
-    let Path3 { src, dst, .. } = p;
-    src.stop();
-    dst.stop();
+    let direct_rt = round_trips(echo, 5000)?;
+    let direct_first = first_byte_ms(echo)?;
+    let tunnels: Vec<Result<(f64, f64, f64), String>> = builds
+        .iter()
+        .map(|b| latency(&b.path, &dir.join(format!("latency-{}", b.label)), echo))
+        .collect();
+    let lat = Latency {
+        direct: (direct_rt.0, direct_rt.1, direct_first),
+        tunnels,
+    };
     let floor = tls_floor();
-    let insn = if count_instructions {
+    let insn = if o.instructions {
         eprintln!("instructions (callgrind, 32 MiB upload) ...");
-        Some(instructions(&bin, &dir.join("insn"), callgrind_dir, 32)?)
+        Some(instructions(
+            &builds[0].path,
+            &dir.join("insn"),
+            o.callgrind_dir.as_deref(),
+            32,
+        )?)
     } else {
         None
     };
-
-    println!();
-    println!(
-        "{:<9} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8}",
-        "phase",
-        "direct",
-        "best",
-        "median",
-        "src s/G",
-        "dst s/G",
-        "tb s/G",
-        "idle src",
-        "idle dst",
-        "peak src",
-        "peak dst"
-    );
-    println!(
-        "{:<9} {:>9} {:>9} {:>9} | {:>26} | {:>35}",
-        "", "MiB/s", "MiB/s", "MiB/s", "CPU seconds per GiB (median)", "RSS kB"
-    );
-    for (kind, r) in &phases {
-        println!(
-            "{:<9} {:>9.1} {:>9.1} {:>9.1} | {:>8.2} {:>8.2} {:>8.2} | {:>8} {:>8} {:>8} {:>8}",
-            kind.name(),
-            median(&r.direct),
-            best(&r.mibs),
-            median(&r.mibs),
-            median(&r.cpu_src),
-            median(&r.cpu_dst),
-            median(&r.cpu_tb),
-            r.idle_src,
-            r.idle_dst,
-            r.peak_src,
-            r.peak_dst
-        );
-    }
-    println!();
-    println!("64-byte round trip: tunnel median {rt_med:.1} us, p99 {rt_p99:.1} us; direct median {d_med:.1} us, p99 {d_p99:.1} us");
-    println!("connect to first echoed byte: tunnel {first:.2} ms, direct {first_direct:.2} ms");
-    match floor {
-        Some(f) => println!("TLS cipher floor (openssl speed {CIPHER}): {f:.3} s per GiB, once per proxy and direction"),
-        None => println!("TLS cipher floor: n/a (no openssl command)"),
-    }
-    if let Some((s, d)) = insn {
-        println!("instructions per MiB (callgrind, upload): source {s:.0}, destination {d:.0}");
-    }
-    if let Some(path) = json {
-        let mut j = String::from("{\n");
-        j.push_str(&format!("  \"binary_bytes\": {size},\n  \"mib\": {mib},\n  \"runs\": {runs},\n  \"phases\": {{\n"));
-        let items: Vec<String> = phases
-            .iter()
-            .map(|(k, r)| {
-                format!(
-                    "    \"{}\": {{\"direct_mibs\": {:.1}, \"best_mibs\": {:.1}, \"median_mibs\": {:.1}, \"cpu_s_per_gib\": {{\"source\": {:.3}, \"destination\": {:.3}, \"testbed\": {:.3}}}, \"rss_kb\": {{\"idle_source\": {}, \"idle_destination\": {}, \"peak_source\": {}, \"peak_destination\": {}}}}}",
-                    k.name(),
-                    median(&r.direct),
-                    best(&r.mibs),
-                    median(&r.mibs),
-                    median(&r.cpu_src),
-                    median(&r.cpu_dst),
-                    median(&r.cpu_tb),
-                    r.idle_src,
-                    r.idle_dst,
-                    r.peak_src,
-                    r.peak_dst
-                )
-            })
-            .collect();
-        j.push_str(&items.join(",\n"));
-        j.push_str("\n  },\n");
-        j.push_str(&format!(
-            "  \"round_trip_us\": {{\"tunnel_median\": {rt_med:.1}, \"tunnel_p99\": {rt_p99:.1}, \"direct_median\": {d_med:.1}, \"direct_p99\": {d_p99:.1}}},\n"
-        ));
-        j.push_str(&format!(
-            "  \"first_byte_ms\": {{\"tunnel\": {first:.3}, \"direct\": {first_direct:.3}}},\n"
-        ));
-        j.push_str(&format!(
-            "  \"tls_floor_s_per_gib\": {},\n",
-            floor
-                .map(|f| format!("{f:.4}"))
-                .unwrap_or_else(|| "null".into())
-        ));
-        j.push_str(&format!(
-            "  \"instructions_per_mib\": {}\n}}\n",
-            insn.map(|(s, d)| format!("{{\"source\": {s:.0}, \"destination\": {d:.0}}}"))
-                .unwrap_or_else(|| "null".into())
-        ));
-        std::fs::write(path, j).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let load_end = procfs::loadavg();
+    report::tables(&builds, &phases, &lat, floor, insn, &load_end);
+    if let Some(path) = &o.json {
+        let text = report::json(&report::JsonInput {
+            builds: &builds,
+            mib: o.mib,
+            runs: o.runs,
+            relay: o.relay,
+            paced_seconds: o.paced_seconds,
+            phases: &phases,
+            latency: &lat,
+            floor,
+            insn,
+            load: (&load_start, &load_end),
+        });
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("JSON written to {}", path.display());
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    let failed = phases
+        .iter()
+        .any(|p| p.builds.iter().any(|b| !b.failed.is_empty()))
+        || lat.tunnels.iter().any(Result::is_err);
+    if failed {
+        println!("logs of the proxies kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(phases.iter().all(|p| p.builds[0].failed.is_empty()) && lat.tunnels[0].is_ok())
 }

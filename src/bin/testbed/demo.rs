@@ -86,20 +86,30 @@ impl Child2 {
 
     /// Waits for a log line containing `needle`.
     pub fn wait_for(&self, needle: &str) -> Result<String, String> {
+        self.wait_for_any(&[needle])
+    }
+
+    /// Waits for a log line containing one of `needles` (another build's wording).
+    pub fn wait_for_any(&self, needles: &[&str]) -> Result<String, String> {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return Ok(l),
+                Ok(l) if needles.iter().any(|n| l.contains(n)) => return Ok(l),
                 Ok(_) => {}
-                Err(_) => return Err(format!("no log line with {needle:?}")),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!("no log line with {needles:?} within {WAIT:?}"))
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!("it ended without a log line with {needles:?}"))
+                }
             }
         }
     }
 
     /// User + system CPU seconds so far, from /proc/PID/stat.
     pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(self.child.id())
+        crate::procfs::cpu_seconds(self.child.id())
     }
 
     /// SIGTERM, then the exit code.
@@ -107,21 +117,6 @@ impl Child2 {
         let _ = sys::send_signal(self.child.id(), sys::SIGTERM);
         self.child.wait().ok().and_then(|s| s.code())
     }
-}
-
-/// utime + stime of a process in seconds (Linux /proc; clock ticks of 100 Hz).
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat; index 11 and 12 after ")".
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Sends `mib` MiB through `port` while reading the echo; returns MiB/s.

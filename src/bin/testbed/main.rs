@@ -6,6 +6,9 @@
 
 mod bench;
 mod demo;
+mod procfs;
+mod report;
+mod traffic;
 
 use localproxy::sys;
 use localproxy::testbed::Testbed;
@@ -18,28 +21,45 @@ for the proxies' -c option.
 
 Usage:
   testbed serve [--port N] [--listen ADDR:PORT] [--dir DIR] [--services A,B]
-                [--delay-ms MS]
+                [--delay-ms MS] [--relay-rate MIBPS]
       Run the service with one open tunnel; print the endpoint, the CA directory, the
       two tokens and the commands that start a source and a destination proxy.
       --listen serves on another address than 127.0.0.1 (its IP goes into the
-      certificate); --delay-ms delays every relayed message (a slow link).
+      certificate); --delay-ms delays every relayed message (a slow link);
+      --relay-rate reads each proxy's connection at most MIBPS MiB/s in reads of at
+      most 16 KiB (the internet draining the relay: the proxies' TLS sockets fill).
+      SIGUSR1 prints one `testbed stats:` line (relayed messages and bytes from
+      sources and destinations, dropped messages, connected peers).
       Stop with Ctrl-C.
   testbed demo [--mib N]
       Run the service, a destination proxy in front of a local echo server and a source
       proxy, push N MiB (default 64) through, and print throughput, round trip and time
       to the first echoed byte.
-  testbed bench [--mib N] [--runs N] [--json FILE] [--instructions]
-                [--callgrind-dir DIR] [--proxy PATH]
-      Measure the proxy on loopback with fresh processes per phase: MiB/s for
-      upload, download and echo (N MiB, default 256; best and median of --runs,
-      default 3) against direct TCP, CPU seconds per GiB of each proxy and of the
-      testbed, idle and peak RSS, 64-byte round trips, time to the first echoed
-      byte, the binary's size, the TLS cipher's own cost (openssl speed), and
-      with --instructions instructions per MiB under valgrind's callgrind
+  testbed bench [--mib N] [--runs N] [--relay-rate MIBPS] [--paced-seconds S]
+                [--compare PATH] [--proxy PATH] [--json FILE] [--instructions]
+                [--callgrind-dir DIR]
+      Measure the proxy on loopback, fresh processes (testbed, destination, source)
+      for every run of every phase:
+        upload, download, echo   N MiB (--mib, default 256) through a relay as fast
+                                 as loopback, beside direct TCP
+        the same, relay MIBPS    the testbed reads each proxy's connection at most
+                                 MIBPS MiB/s (--relay-rate, default 150) in reads of
+                                 at most 16 KiB, as the internet drains it
+        echo paced               1 MiB/s in 1 KiB writes, 8 MiB/s in 4 KiB, 20 MiB/s
+                                 in 16 KiB, S seconds each (--paced-seconds, default
+                                 8; 0 skips them), through that relay
+      Per phase (best and median MiB/s of --runs, default 3; medians): CPU seconds
+      per GiB moved of each proxy and of the testbed; per MiB moved, context
+      switches, read+write syscalls (/proc/PID/io) and tunnel messages of each
+      proxy; RssAnon and RssFile idle and peak. Then 64-byte round trips, time to
+      the first echoed byte, the TLS cipher's own cost (openssl speed), and with
+      --instructions instructions per MiB under valgrind's callgrind
       (--callgrind-dir keeps the callgrind files there, for callgrind_annotate).
-      Figures only; --json writes them to FILE too. --proxy measures another
-      build (default: the localproxy beside this testbed), e.g. the static
-      target/cross/x86_64-unknown-linux-musl/release/localproxy.
+      --proxy measures another build as ours (default: the localproxy beside this
+      testbed, e.g. target/cross/x86_64-unknown-linux-musl/release/localproxy);
+      --compare runs every phase with a second build too (both proxies of that
+      build, e.g. the C++ reference), its rows beside ours. Figures only; --json
+      writes them to FILE too.
   testbed --help
 ";
 
@@ -70,7 +90,15 @@ fn value(args: &[String], name: &str) -> Option<String> {
 fn serve(args: Vec<String>) -> i32 {
     for a in &args {
         if a.starts_with("--")
-            && !["--port", "--dir", "--services", "--listen", "--delay-ms"].contains(&a.as_str())
+            && ![
+                "--port",
+                "--dir",
+                "--services",
+                "--listen",
+                "--delay-ms",
+                "--relay-rate",
+            ]
+            .contains(&a.as_str())
         {
             eprintln!("testbed serve: unknown option {a}; see testbed --help");
             return 2;
@@ -95,7 +123,15 @@ fn serve(args: Vec<String>) -> i32 {
                 .collect()
         })
         .unwrap_or_else(|| vec!["SSH".to_string()]);
-    if sys::block_signals(&[sys::SIGINT, sys::SIGTERM]).is_err() {
+    let relay_rate = match value(&args, "--relay-rate").map(|r| r.parse::<f64>()) {
+        None => None,
+        Some(Ok(r)) if r.is_finite() && r > 0.0 => Some(r),
+        Some(_) => {
+            eprintln!("testbed serve: --relay-rate takes a positive number of MiB/s");
+            return 2;
+        }
+    };
+    if sys::block_signals(&[sys::SIGINT, sys::SIGTERM, sys::SIGUSR1]).is_err() {
         eprintln!("testbed serve: cannot block signals");
         return 1;
     }
@@ -116,6 +152,7 @@ fn serve(args: Vec<String>) -> i32 {
         }
     };
     tb.set_delay(std::time::Duration::from_millis(delay));
+    tb.set_relay_rate(relay_rate);
     let names: Vec<&str> = services.iter().map(String::as_str).collect();
     let t = tb.open_tunnel(&names);
     let ca = tb.ca_dir();
@@ -176,6 +213,27 @@ fn serve(args: Vec<String>) -> i32 {
     );
     println!();
     println!("Tokens are single use unless the proxy sends a client token. Ctrl-C stops.");
-    let _ = sys::wait_signal(&[sys::SIGINT, sys::SIGTERM]);
-    0
+    loop {
+        match sys::wait_signal(&[sys::SIGINT, sys::SIGTERM, sys::SIGUSR1]) {
+            Ok(sys::SIGUSR1) => println!("{}", stats_line(&tb, &t)),
+            _ => return 0,
+        }
+    }
+}
+
+/// What `testbed serve` prints on SIGUSR1 (`testbed bench` reads it): relayed messages
+/// and bytes from sources and from destinations, dropped messages, connected peers.
+fn stats_line(tb: &Testbed, t: &localproxy::testbed::Tunnel) -> String {
+    use localproxy::testbed::Mode;
+    let st = tb.stats();
+    format!(
+        "testbed stats: messages {} {} bytes {} {} dropped {} connected {} {}",
+        st.messages[0],
+        st.messages[1],
+        st.bytes[0],
+        st.bytes[1],
+        st.dropped,
+        u8::from(tb.is_connected(t, Mode::Source)),
+        u8::from(tb.is_connected(t, Mode::Destination))
+    )
 }
