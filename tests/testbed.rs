@@ -192,7 +192,7 @@ fn a_relay_rate_paces_reads_and_relays_every_message_intact() {
             start.stream_id = 1;
             start.service_id = "A";
             start.connection_id = 1;
-            src.send(&start);
+            src.send(&start).unwrap();
             let payload: Vec<u8> = (0..32768u32).map(|i| (i % 251) as u8).collect();
             for _ in 0..COUNT {
                 let mut data = TunnelMessage::new(Type::Data);
@@ -200,13 +200,13 @@ fn a_relay_rate_paces_reads_and_relays_every_message_intact() {
                 data.service_id = "A";
                 data.connection_id = 1;
                 data.payload = &payload;
-                src.send(&data);
+                src.send(&data).unwrap();
             }
             src
         });
-        assert_eq!(dst.next().0, Type::StreamStart);
+        assert_eq!(next(&mut dst).0, Type::StreamStart);
         for _ in 0..COUNT {
-            let (kind, stream, _, payload) = dst.next();
+            let (kind, stream, _, payload) = next(&mut dst);
             assert_eq!((kind, stream, payload.len()), (Type::Data, 1, 32768));
             assert!(payload
                 .iter()
@@ -215,14 +215,12 @@ fn a_relay_rate_paces_reads_and_relays_every_message_intact() {
         }
         let secs = started.elapsed().as_secs_f64();
         let _src = writer.join().unwrap();
-        // 3 MiB at 2 MiB/s, less the bucket's first 16 KiB: at least 1.4 s.
+        // A token bucket can only be slower than its rate, never faster, whatever the
+        // load: 3 MiB at 2 MiB/s, less the bucket's first 16 KiB, takes at least 1.4 s.
+        // (No upper bound: a slow machine may take longer; the watchdog catches a hang.)
         assert!(
             secs > 1.4,
             "3 MiB went through a 2 MiB/s relay in {secs:.2} s"
-        );
-        assert!(
-            secs < 20.0,
-            "3 MiB took {secs:.2} s through a 2 MiB/s relay"
         );
         let rec = tb.recorded(&t, Mode::Source);
         assert_eq!(rec.len(), 1 + COUNT);
