@@ -38,6 +38,11 @@ pub(crate) enum ToLocal {
     Close { local: LocalId },
     /// Close at once, without a log line (the session already said why).
     Refuse { local: LocalId },
+    /// Keep `local` open but do not read it (see `session::Output::Hold`); report
+    /// [`Event::HoldExpired`] after `session::HOLD`.
+    Hold { local: LocalId },
+    /// Start reading a held connection.
+    Release { local: LocalId },
     /// Stop: flush what can be flushed within `local::FLUSH_ON_EXIT`, close everything, return.
     Shutdown,
     /// A name lookup finished (sent by the lookup thread). Only the answer with the
@@ -86,6 +91,10 @@ pub(crate) enum Event {
     /// A listener could not be bound after the retries: the process gives up.
     ListenFailed {
         error: String,
+    },
+    /// A held connection waited `session::HOLD` for its turn.
+    HoldExpired {
+        local: LocalId,
     },
 }
 

@@ -17,7 +17,7 @@ use crate::link::{Event, Limits, Lookup, Shared, ToLocal, ToTunnel};
 use crate::logging::{self, Noise};
 use crate::protocol::DATA_HEADROOM;
 use crate::resolve;
-use crate::session::{shown, LocalId, ACCEPTED_ID_BASE};
+use crate::session::{shown, LocalId, ACCEPTED_ID_BASE, HOLD};
 use crate::sys::{self, Interest, PollSet, Recv, Waker};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
@@ -96,6 +96,9 @@ struct Conn {
     out_len: usize,
     /// No more reads: EOF seen, or the session closed it; close once `out` is empty.
     closing: bool,
+    /// Held by the session (a V1/V2 source's second client): not read until released;
+    /// `Some(deadline)` until the session has been told the hold expired.
+    held: Option<Option<Instant>>,
     opened: Instant,
     bytes_in: u64,
     bytes_out: u64,
@@ -212,7 +215,7 @@ impl LocalThread {
                         Interest::WRITE
                     }
                     State::Open => Interest {
-                        read: can_read && !c.closing && self.stopping.is_none(),
+                        read: can_read && !c.closing && c.held.is_none() && self.stopping.is_none(),
                         write: !c.out.is_empty(),
                     },
                     _ => continue,
@@ -223,6 +226,9 @@ impl LocalThread {
                 }
             }
             for c in self.conns.values() {
+                if let Some(Some(at)) = c.held {
+                    deadline = Some(deadline.map_or(at, |x| x.min(at)));
+                }
                 if let State::Waiting { at } = c.state {
                     deadline = Some(deadline.map_or(at, |x| x.min(at)));
                 }
@@ -319,6 +325,16 @@ impl LocalThread {
                     }
                 }
             }
+            ToLocal::Hold { local } => {
+                if let Some(c) = self.conns.get_mut(&local) {
+                    c.held = Some(Some(Instant::now() + HOLD));
+                }
+            }
+            ToLocal::Release { local } => {
+                if let Some(c) = self.conns.get_mut(&local) {
+                    c.held = None;
+                }
+            }
             ToLocal::Refuse { local } => {
                 if let Some(c) = self.conns.remove(&local) {
                     if let Some(s) = &c.sock {
@@ -396,6 +412,18 @@ impl LocalThread {
             } else {
                 self.try_connect(id);
             }
+        }
+        let expired: Vec<LocalId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.held, Some(Some(at)) if at <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for local in expired {
+            if let Some(c) = self.conns.get_mut(&local) {
+                c.held = Some(None);
+            }
+            self.emit(Event::HoldExpired { local });
         }
         for idx in 0..self.listeners.len() {
             if self.listeners[idx].retry_at.is_some_and(|at| at <= now) {
@@ -839,6 +867,7 @@ impl Conn {
             out: VecDeque::new(),
             out_len: 0,
             closing: false,
+            held: None,
             opened: Instant::now(),
             bytes_in: 0,
             bytes_out: 0,

@@ -28,6 +28,11 @@ mod tests;
 /// Names one local TCP (or Unix) connection for the lifetime of the process.
 pub type LocalId = u64;
 
+/// How long a V1/V2 source holds a new client while the service's one connection is
+/// still active, before refusing it: long enough for the end of a connection its client
+/// just closed to be seen, short enough that a second client is told no quickly.
+pub const HOLD: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Ids at or above this are allocated by the local thread for accepted connections.
 pub const ACCEPTED_ID_BASE: LocalId = 1 << 63;
 
@@ -52,6 +57,8 @@ pub enum Input<'a, 'm> {
     ConnectFailed { local: LocalId },
     /// The local peer closed the connection (EOF) or it failed.
     LocalClosed { local: LocalId },
+    /// Source: a connection held by [`Output::Hold`] waited [`HOLD`] for its turn.
+    HoldExpired { local: LocalId },
     /// The WebSocket session ended (closed or lost); every stream is gone.
     Lost,
 }
@@ -100,6 +107,11 @@ pub enum Output {
     Close { local: LocalId },
     /// Close `local` at once: a refused connection (the session logged why).
     Refuse { local: LocalId },
+    /// Source, V1/V2: keep `local` open but unread until [`Output::Release`] or
+    /// [`Output::Refuse`]; report [`Input::HoldExpired`] after [`HOLD`].
+    Hold { local: LocalId },
+    /// Start reading a held connection: its stream has started.
+    Release { local: LocalId },
     /// The configuration cannot work with this tunnel: stop (exit code 2).
     Fatal(SessionError),
 }
@@ -253,6 +265,9 @@ pub struct Session {
     next_stream_id: i32,
     next_local_id: LocalId,
     conns: HashMap<LocalId, Conn>,
+    /// Source, V1/V2: accepted clients waiting for their service's connection to end,
+    /// oldest first: (local id, service index).
+    held: Vec<(LocalId, usize)>,
 }
 
 impl Session {
@@ -278,6 +293,7 @@ impl Session {
             next_stream_id: 1,
             next_local_id: 1,
             conns: HashMap::new(),
+            held: Vec::new(),
         }
     }
 
@@ -340,6 +356,7 @@ impl Session {
             }
             Input::ConnectFailed { local } => self.on_connect_failed(local, out),
             Input::LocalClosed { local } => self.on_local_closed(local, out),
+            Input::HoldExpired { local } => self.on_hold_expired(local, out),
         }
     }
 
@@ -368,6 +385,9 @@ impl Session {
         for s in &mut self.services {
             s.stream_id = 0;
             s.conns.clear();
+        }
+        for (local, _) in std::mem::take(&mut self.held) {
+            out.push(Output::Refuse { local });
         }
     }
 
@@ -493,6 +513,8 @@ impl Session {
             describe_id(&s.id)
         );
         self.close_service(idx, out);
+        // A V1/V2 source's connection ended: a held client gets its turn.
+        self.start_held(idx, out);
     }
 
     fn on_connection_reset(&mut self, m: &Message<'_>, out: &mut Vec<Output>) {

@@ -21,10 +21,23 @@ impl Session {
         let s = &self.services[service];
         let name = describe_id(&s.id).to_string();
         if !s.form.connection_ids && !s.conns.is_empty() {
-            crate::logging::peer_log!(Noise::LocalRefused, log::Level::Warn,
-                "refused local connection {} for service {name}: -y V1/V2 allows one connection at a time and one is active", shown(local)
+            // One connection at a time: hold the newcomer (unread) until the active one
+            // ends. A client that closes and at once reconnects (scp after ssh) can be
+            // accepted before its old connection's end is seen; a second client while the
+            // first really is active is refused when the hold expires.
+            if self.held.len() >= self.max_connections {
+                crate::logging::peer_log!(Noise::LocalRefused, log::Level::Warn,
+                    "refused local connection {} for service {name}: -y V1/V2 allows one connection at a time and one is active", shown(local)
+                );
+                out.push(Output::Refuse { local });
+                return;
+            }
+            log::debug!(
+                "holding local connection {} for service {name} until the active one ends",
+                shown(local)
             );
-            out.push(Output::Refuse { local });
+            self.held.push((local, service));
+            out.push(Output::Hold { local });
             return;
         }
         if s.conns.len() >= max {
@@ -81,6 +94,11 @@ impl Session {
     }
 
     pub(super) fn on_local_closed(&mut self, local: LocalId, out: &mut Vec<Output>) {
+        if let Some(i) = self.held.iter().position(|&(l, _)| l == local) {
+            // A held client gave up before its turn.
+            self.held.remove(i);
+            return;
+        }
         let Some(c) = self.conns.remove(&local) else {
             return;
         };
@@ -94,6 +112,33 @@ impl Session {
             s.stream_id = 0;
         }
         out.push(Output::Send(reset));
+        self.start_held(c.service, out);
+    }
+
+    /// The service's connection ended: the longest-held client for it gets its turn.
+    pub(super) fn start_held(&mut self, service: usize, out: &mut Vec<Output>) {
+        let Some(i) = self.held.iter().position(|&(_, s)| s == service) else {
+            return;
+        };
+        let (local, _) = self.held.remove(i);
+        let before = out.len();
+        self.on_accepted(local, service, out);
+        if matches!(out.get(before), Some(Output::Send(_))) {
+            out.push(Output::Release { local });
+        }
+    }
+
+    /// A held client waited [`HOLD`](super::HOLD) for its turn: refuse it.
+    pub(super) fn on_hold_expired(&mut self, local: LocalId, out: &mut Vec<Output>) {
+        let Some(i) = self.held.iter().position(|&(l, _)| l == local) else {
+            return;
+        };
+        let (_, service) = self.held.remove(i);
+        let name = describe_id(&self.services[service].id).to_string();
+        crate::logging::peer_log!(Noise::LocalRefused, log::Level::Warn,
+            "refused local connection {} for service {name}: -y V1/V2 allows one connection at a time and one is active", shown(local)
+        );
+        out.push(Output::Refuse { local });
     }
 
     /// Service index a message belongs to. Messages without a service id belong to the

@@ -157,15 +157,21 @@ fn source_v3_listens_then_starts_stream_and_connections() {
 }
 
 #[test]
-fn source_v2_refuses_a_second_connection_and_serves_the_next() {
+fn source_v2_holds_a_second_connection_and_refuses_it_when_the_hold_expires() {
     let mut s = source(ClientType::V2, vec![listen("A", 5555)]);
     open(&mut s, &["A"]);
     assert_eq!(
         accept(&mut s, A1, 0),
         vec![send(Type::StreamStart, 1, "A", 0)]
     );
-    assert_eq!(accept(&mut s, A2, 0), vec![Output::Refuse { local: A2 }]);
+    assert_eq!(accept(&mut s, A2, 0), vec![Output::Hold { local: A2 }]);
     assert_eq!(s.data_route(A1), Some((1, "A", 0)));
+    assert_eq!(s.data_route(A2), None, "a held client has no stream");
+    assert_eq!(
+        run(&mut s, Input::HoldExpired { local: A2 }),
+        vec![Output::Refuse { local: A2 }]
+    );
+    assert!(run(&mut s, Input::HoldExpired { local: A2 }).is_empty());
     assert_eq!(
         run(&mut s, Input::LocalClosed { local: A1 }),
         vec![send(Type::StreamReset, 1, "A", 0)]
@@ -173,6 +179,53 @@ fn source_v2_refuses_a_second_connection_and_serves_the_next() {
     assert_eq!(
         accept(&mut s, A3, 0),
         vec![send(Type::StreamStart, 2, "A", 0)]
+    );
+}
+
+#[test]
+fn source_v2_starts_a_held_connection_when_the_active_one_ends() {
+    // A client that closes and at once reconnects: the new connection can be accepted
+    // before the old one's end is seen.
+    let mut s = source(ClientType::V2, vec![listen("A", 5555)]);
+    open(&mut s, &["A"]);
+    accept(&mut s, A1, 0);
+    assert_eq!(accept(&mut s, A2, 0), vec![Output::Hold { local: A2 }]);
+    assert_eq!(accept(&mut s, A3, 0), vec![Output::Hold { local: A3 }]);
+    assert_eq!(
+        run(&mut s, Input::LocalClosed { local: A1 }),
+        vec![
+            send(Type::StreamReset, 1, "A", 0),
+            send(Type::StreamStart, 2, "A", 0),
+            Output::Release { local: A2 }
+        ]
+    );
+    assert_eq!(s.data_route(A2), Some((2, "A", 0)));
+    // The peer resets A2's stream: A3, held longest after it, gets the next turn.
+    let r = msg(Type::StreamReset, 2, "A", 0);
+    assert_eq!(
+        run(&mut s, Input::Message(&r)),
+        vec![
+            Output::Close { local: A2 },
+            send(Type::StreamStart, 3, "A", 0),
+            Output::Release { local: A3 }
+        ]
+    );
+    // A held client that gives up is forgotten; losing the tunnel refuses the held.
+    assert_eq!(
+        accept(&mut s, A1 + 10, 0),
+        vec![Output::Hold { local: A1 + 10 }]
+    );
+    assert!(run(&mut s, Input::LocalClosed { local: A1 + 10 }).is_empty());
+    assert_eq!(
+        accept(&mut s, A1 + 11, 0),
+        vec![Output::Hold { local: A1 + 11 }]
+    );
+    assert_eq!(
+        run(&mut s, Input::Lost),
+        vec![
+            Output::Close { local: A3 },
+            Output::Refuse { local: A1 + 11 }
+        ]
     );
 }
 
@@ -190,7 +243,7 @@ fn source_v1_sends_no_service_or_connection_id() {
         vec![Output::Deliver { local: A1 }]
     );
     assert_eq!(s.data_route(A1), Some((1, "", 0)));
-    assert_eq!(accept(&mut s, A2, 0), vec![Output::Refuse { local: A2 }]);
+    assert_eq!(accept(&mut s, A2, 0), vec![Output::Hold { local: A2 }]);
 }
 
 #[test]

@@ -609,6 +609,7 @@ impl TunnelThread {
             Event::Connected { local } => SessionInput::Connected { local },
             Event::ConnectFailed { local } => SessionInput::ConnectFailed { local },
             Event::Closed { local } => SessionInput::LocalClosed { local },
+            Event::HoldExpired { local } => SessionInput::HoldExpired { local },
             Event::Listening { service } => {
                 if !self.listening.contains(&service) {
                     self.listening.push(service);
@@ -710,6 +711,8 @@ impl TunnelThread {
                 }
                 Output::Close { local } => self.to_local(ToLocal::Close { local }),
                 Output::Refuse { local } => self.to_local(ToLocal::Refuse { local }),
+                Output::Hold { local } => self.to_local(ToLocal::Hold { local }),
+                Output::Release { local } => self.to_local(ToLocal::Release { local }),
                 Output::Fatal(e) => {
                     log::error!("{e}");
                     return Err(End::Fatal(Exit::Usage));
