@@ -55,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
             }
             3 => s.handle(Input::LocalClosed { local: pick(&known) }, &mut out),
             4 => s.handle(Input::Connected { local: pick(&known) }, &mut out),
+            5 if op & 0x80 != 0 => s.handle(Input::HoldExpired { local: pick(&known) }, &mut out),
             5 => s.handle(Input::ConnectFailed { local: pick(&known) }, &mut out),
             _ => match decode(rest, &limits) {
                 Ok(Some((n, m))) => {
@@ -71,7 +72,11 @@ fuzz_target!(|data: &[u8]| {
         for o in &out {
             match o {
                 Output::Connect { local, .. } => known.push(*local),
-                Output::Deliver { local } | Output::Close { local } | Output::Refuse { local } => {
+                Output::Deliver { local }
+                | Output::Close { local }
+                | Output::Refuse { local }
+                | Output::Hold { local }
+                | Output::Release { local } => {
                     assert!(known.contains(local), "unknown local id {local} in {o:?}");
                 }
                 _ => {}
