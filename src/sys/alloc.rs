@@ -2,8 +2,7 @@
 
 /// A global allocator for the static musl builds: musl's malloc returns the memory of a
 /// freed block of tens of KiB to the kernel at once, so every 64 KiB DATA buffer and
-/// WebSocket frame cost an mmap, a munmap and 16 page faults (twice the CPU per GiB of
-/// the glibc build). This front keeps up to [`CACHE_KEEP`] freed blocks per size class
+/// WebSocket frame would cost an mmap, a munmap and 16 page faults. This front keeps up to [`CACHE_KEEP`] freed blocks per size class
 /// between 12 KiB and 192 KiB and hands them out again; everything else goes straight to
 /// the system allocator. Blocks are rounded up to their class, so a realloc within the
 /// class is free. At most 1.2 MiB is ever held.
