@@ -7,12 +7,13 @@
 //! - [`cli`]: the command line (option table, parser, `--help`).
 //! - [`config`]: command line + config files + environment + settings + `--notification`
 //!   → one validated configuration.
-//! - [`logging`]: plain stderr log lines (level from `-v`, `RUST_LOG` overrides).
-//! - [`trust`]: which CA certificates verify the service (system store or built-in roots).
-//! - [`tunnel`]: the thread that owns the TLS WebSocket (connect, pings, reconnect).
-//! - [`local`]: the thread that owns every TCP socket.
-//! - [`resolve`]: name lookups on throwaway threads, so neither I/O thread blocks in them.
-//! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop.
+//! - `link`: everything the two I/O threads exchange.
+//! - `tunnel`: the thread that owns the TLS WebSocket (connect, pings, reconnect).
+//! - `local`: the thread that owns every TCP socket.
+//! - [`run`]: the main thread: spawn both, wait for signals, exit code.
+//! - [`logging`], [`trust`], `token`, `resolve`: log lines, CA certificates, the client
+//!   token, name lookups off the I/O threads.
+//! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop, sockets.
 //! - [`testbed`]: the project's own double of the tunneling service (tests, `testbed` binary).
 //!
 //! The `localproxy` binary uses everything but `testbed`; link-time optimisation removes it.
