@@ -269,15 +269,19 @@ impl LocalThread {
     }
 
     /// Pauses reading while too much waits for the tunnel; returns whether reads may go on.
+    /// Reading pauses when `to_tunnel` reaches its bound and resumes when it is down to
+    /// half of it (the tunnel thread wakes us then): a wake-up reads a batch.
     fn update_local_pause(&self) -> bool {
         let max = self.limits.to_tunnel_max;
-        if self.shared.to_tunnel.load(Ordering::SeqCst) < max {
+        let queued = self.shared.to_tunnel.load(Ordering::SeqCst);
+        let paused = self.shared.local_paused.load(Ordering::SeqCst);
+        if queued < max && !(paused && queued > max / 2) {
             self.shared.local_paused.store(false, Ordering::SeqCst);
             return true;
         }
         self.shared.local_paused.store(true, Ordering::SeqCst);
         // The tunnel thread may have drained the queue between the load and the store.
-        if self.shared.to_tunnel.load(Ordering::SeqCst) < max {
+        if self.shared.to_tunnel.load(Ordering::SeqCst) <= max / 2 {
             self.shared.local_paused.store(false, Ordering::SeqCst);
             return true;
         }
@@ -750,14 +754,14 @@ impl LocalThread {
     }
 
     /// Frees `n` bytes of the tunnel → local budget and wakes the tunnel thread if it
-    /// stopped reading for lack of it.
+    /// stopped reading for lack of it and the queue is down to its low-water mark.
     fn release_to_local(&self, n: usize) {
         if n == 0 {
             return;
         }
         let before = self.shared.to_local.fetch_sub(n, Ordering::SeqCst);
         let after = before.saturating_sub(n);
-        if after < self.limits.to_local_max
+        if after <= self.limits.to_local_max / 2
             && self.shared.tunnel_paused.swap(false, Ordering::SeqCst)
         {
             self.tunnel_waker.wake();

@@ -11,7 +11,11 @@ use crate::config::{Mode, Secret};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Message, Type, Version, MAX_WS_FRAME};
 pub use crate::tunnel::connect::ConnectError;
-use crate::tunnel::connect::{self, Ws};
+use crate::tunnel::connect::{self, Tls};
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::WebSocket;
+
+type Ws = WebSocket<Tls>;
 use std::time::{Duration, Instant};
 use tungstenite::{Bytes, Message as WsMessage};
 
@@ -86,15 +90,19 @@ impl Scripted {
             client_token: client_token.as_ref(),
             subprotocol,
             tls: &tls,
-            ws_config: connect::ws_config(1 << 20, 1 << 20, 1 << 20),
             proxy: None,
             timeout: Duration::from_secs(30),
         };
-        let opened = connect::connect(&target)?;
-        let mut ws = opened.ws;
-        ws.get_mut()
-            .set_blocking(Duration::from_secs(30))
+        let mut opened = connect::connect(&target)?;
+        let tcp = opened.tls.get_mut().tcp_mut();
+        tcp.set_deadline(None);
+        tcp.set_blocking(Duration::from_secs(30))
             .map_err(|e| ConnectError::Tcp(e.to_string()))?;
+        let mut config = WebSocketConfig::default();
+        config.max_frame_size = Some(1 << 20);
+        config.max_message_size = Some(1 << 20);
+        let ws =
+            WebSocket::from_partially_read(opened.tls, opened.tail, Role::Client, Some(config));
         Ok(Scripted {
             ws,
             version: opened.version,
@@ -151,7 +159,7 @@ impl Scripted {
             if left.is_zero() {
                 return Err(format!("no tunnel message within {timeout:?}"));
             }
-            let tcp = self.ws.get_ref().tcp();
+            let tcp = self.ws.get_ref().get_ref().tcp();
             tcp.set_read_timeout(Some(left))
                 .map_err(|e| e.to_string())?;
             match self.ws.read() {
@@ -200,7 +208,7 @@ impl Scripted {
             if left.is_zero() {
                 return Err(format!("no pong within {timeout:?}"));
             }
-            let tcp = self.ws.get_ref().tcp();
+            let tcp = self.ws.get_ref().get_ref().tcp();
             tcp.set_read_timeout(Some(left))
                 .map_err(|e| e.to_string())?;
             match self.ws.read() {

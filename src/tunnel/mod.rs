@@ -13,27 +13,23 @@
 pub mod connect;
 pub(crate) mod proxy;
 pub(crate) mod reconnect;
+mod serve;
+mod upgrade;
+mod wire;
+mod ws;
 
 use crate::config::{read_token_file, Config, Secret};
-use crate::link::{self, Event, Shared, ToLocal, ToTunnel};
-use crate::logging::{self, Noise};
-use crate::protocol::codec::{self, Limits};
-use crate::protocol::{Message as TunnelMessage, DATA_HEADROOM};
-use crate::session::{Input as SessionInput, Output, Session};
+use crate::link::{self, Shared, ToLocal, ToTunnel};
+use crate::logging;
+use crate::protocol::codec::Limits;
+use crate::session::{Output, Session};
 use crate::sys::{self, Interest, PollSet, Recv};
 use crate::Exit;
 use native_tls::TlsConnector;
-use reconnect::{Beat, Decision, KeepAlive, Outcome, Policy, Reconnect};
-use std::os::fd::AsRawFd;
+use reconnect::{Decision, Outcome, Policy, Reconnect};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
-use tungstenite::{Bytes, Message};
-
-/// How long a SIGTERM may spend sending the close frame.
-const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Why a WebSocket session ended.
 enum End {
@@ -216,11 +212,6 @@ impl TunnelThread {
             client_token: self.cfg.client_token.as_ref(),
             subprotocol: &s.ws_subprotocol,
             tls: &self.tls,
-            ws_config: connect::ws_config(
-                s.ws_read_buffer_size,
-                s.ws_write_buffer_size,
-                s.ws_max_frame_size,
-            ),
             proxy: self.web_proxy.as_ref(),
             timeout: Duration::from_millis(s.ws_connect_timeout_ms),
         };
@@ -323,180 +314,6 @@ impl TunnelThread {
         }
     }
 
-    /// Serves one open WebSocket until it ends. Also returns whether the session got
-    /// ready (SERVICE_IDS), which resets the backoff.
-    fn serve(&mut self, opened: connect::Opened) -> (End, bool) {
-        let connect::Opened {
-            mut ws,
-            version,
-            channel_id,
-        } = opened;
-        log::info!(
-            "tunnel open ({version}, channel-id {})",
-            channel_id.as_deref().unwrap_or("not given")
-        );
-        self.phase = Phase::Open {
-            since: Instant::now(),
-        };
-        let mut ever_ready = false;
-        let end = self.serve_inner(&mut ws, version, &mut ever_ready);
-        self.shared.tunnel_ready.store(false, Ordering::SeqCst);
-        let mut outs = std::mem::take(&mut self.outs);
-        outs.clear();
-        self.session.handle(SessionInput::Lost, &mut outs);
-        let _ = self.apply(&mut outs, None, None);
-        self.outs = outs;
-        (end, ever_ready)
-    }
-
-    fn serve_inner(
-        &mut self,
-        ws: &mut connect::Ws,
-        version: crate::protocol::Version,
-        ever_ready: &mut bool,
-    ) -> End {
-        let mut outs = std::mem::take(&mut self.outs);
-        outs.clear();
-        self.session
-            .handle(SessionInput::Opened(version), &mut outs);
-        self.publish_ready();
-        if let Err(e) = self.apply(&mut outs, Some(ws), None) {
-            return e;
-        }
-        self.outs = outs;
-        let fd = ws.get_ref().tcp().as_raw_fd();
-        let waker = self.rx.waker().clone();
-        let period = Duration::from_millis(self.cfg.settings.ws_ping_period_ms);
-        let mut keepalive = KeepAlive::new(Instant::now(), period);
-        let mut inbuf: Vec<u8> = Vec::new();
-        let mut write_blocked = false;
-        // Whether a read may find something: after poll says readable, and until a read
-        // ends in WouldBlock (TLS can hold decrypted data the socket no longer shows).
-        let mut maybe_readable = true;
-        let mut set = PollSet::new();
-        loop {
-            // Local events, unless the WebSocket cannot take more.
-            while !write_blocked {
-                match self.rx.try_recv() {
-                    Recv::Msg(ToTunnel::Local(ev)) => match self.local_event(ev, Some(ws)) {
-                        Ok(blocked) => write_blocked |= blocked,
-                        Err(end) => return end,
-                    },
-                    Recv::Msg(ToTunnel::Status) => self.log_status(),
-                    Recv::Msg(ToTunnel::Shutdown) | Recv::Closed => {
-                        close_gracefully(ws, fd);
-                        return End::Shutdown;
-                    }
-                    Recv::Empty => break,
-                }
-            }
-            *ever_ready |= self.publish_ready();
-
-            // Tunnel messages, unless local sockets have too much queued.
-            let mut can_read = self.may_read();
-            // Read only when the socket said so or the last read may have left data in
-            // TLS: an idle read still costs a system call and a buffer fill.
-            let mut reading = can_read && maybe_readable;
-            while reading {
-                match ws.read() {
-                    Ok(Message::Binary(b)) => {
-                        keepalive.heard(Instant::now());
-                        if let Err(end) = self.on_binary(b, &mut inbuf, ws) {
-                            return end;
-                        }
-                        can_read = self.may_read();
-                        reading = can_read;
-                    }
-                    Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => keepalive.heard(Instant::now()),
-                    Ok(Message::Text(_)) => crate::logging::peer_log!(
-                        Noise::Malformed,
-                        log::Level::Warn,
-                        "dropped a text frame: the service sends only binary frames"
-                    ),
-                    Ok(Message::Close(frame)) => {
-                        match frame {
-                            Some(f) => log::info!(
-                                "the service closed the tunnel (code {}{}{})",
-                                u16::from(f.code),
-                                if f.reason.is_empty() { "" } else { ": " },
-                                f.reason.as_str()
-                            ),
-                            None => log::info!("the service closed the tunnel"),
-                        }
-                        let _ = ws.flush();
-                        return End::Closed;
-                    }
-                    Ok(Message::Frame(_)) => {}
-                    Err(tungstenite::Error::Io(e))
-                        if e.kind() == std::io::ErrorKind::WouldBlock =>
-                    {
-                        maybe_readable = false;
-                        break;
-                    }
-                    Err(tungstenite::Error::ConnectionClosed)
-                    | Err(tungstenite::Error::AlreadyClosed) => {
-                        return End::Lost("the connection closed".into())
-                    }
-                    Err(e) => return End::Lost(describe_ws_error(&e)),
-                }
-            }
-            let now = Instant::now();
-            if !can_read {
-                // We are the ones not reading: silence is not evidence of a dead peer.
-                keepalive.not_reading(now);
-            }
-            match keepalive.poll(now) {
-                Beat::Ping => {
-                    let payload = epoch_ms().to_string();
-                    if let Err(end) = write_ws(ws, Message::Ping(Bytes::from(payload))) {
-                        return end;
-                    }
-                }
-                Beat::Dead(silent) => {
-                    return End::Lost(format!(
-                        "no answer from the service for {:.1} s",
-                        silent.as_secs_f64()
-                    ))
-                }
-                Beat::Idle => {}
-            }
-            match ws.flush() {
-                Ok(()) => write_blocked = false,
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    write_blocked = true
-                }
-                Err(e) => return End::Lost(describe_ws_error(&e)),
-            }
-
-            set.clear();
-            set.push(waker.fd(), Interest::READ);
-            set.push(
-                fd,
-                Interest {
-                    read: can_read,
-                    write: write_blocked,
-                },
-            );
-            let mut deadline = keepalive.deadline();
-            if let Some(due) = logging::flush_noise() {
-                deadline = deadline.min(due);
-            }
-            let timeout = if self.rx.prepare_sleep() {
-                deadline.saturating_duration_since(Instant::now())
-            } else {
-                Duration::ZERO
-            };
-            if let Err(e) = set.wait(Some(timeout)) {
-                return End::Lost(format!("poll failed: {e}"));
-            }
-            if set.ready(0).any() {
-                waker.disarm();
-            }
-            let r = set.ready(1);
-            maybe_readable |= r.read || r.hangup;
-        }
-    }
-
     /// Tells the local thread whether new connections may be accepted, and logs the
     /// moment the tunnel becomes ready (after the flag, so whoever reads the line can
     /// connect at once). Returns the readiness.
@@ -513,213 +330,24 @@ impl TunnelThread {
         ready
     }
 
-    /// Whether the local side can take more data; marks the tunnel paused if not.
+    /// Whether the local side can take more data: reading pauses when `to_local`
+    /// reaches its bound and resumes when it is down to half of it (the local thread
+    /// wakes us then), so a wake-up moves a batch rather than one message.
     fn may_read(&self) -> bool {
         let max = self.limits.to_local_max;
-        if self.shared.to_local.load(Ordering::SeqCst) < max {
+        let queued = self.shared.to_local.load(Ordering::SeqCst);
+        let paused = self.shared.tunnel_paused.load(Ordering::SeqCst);
+        if queued < max && !(paused && queued > max / 2) {
+            self.shared.tunnel_paused.store(false, Ordering::SeqCst);
             return true;
         }
         self.shared.tunnel_paused.store(true, Ordering::SeqCst);
-        if self.shared.to_local.load(Ordering::SeqCst) < max {
+        // The local thread may have drained the queue between the load and the store.
+        if self.shared.to_local.load(Ordering::SeqCst) <= max / 2 {
             self.shared.tunnel_paused.store(false, Ordering::SeqCst);
             return true;
         }
         false
-    }
-
-    /// Parses one binary WebSocket message: tunnel messages may be split across frames
-    /// or packed several to a frame.
-    fn on_binary(
-        &mut self,
-        b: Bytes,
-        inbuf: &mut Vec<u8>,
-        ws: &mut connect::Ws,
-    ) -> Result<(), End> {
-        if inbuf.is_empty() {
-            let used = self.parse(&b, Some(&b), ws)?;
-            inbuf.extend_from_slice(&b[used..]);
-        } else {
-            inbuf.extend_from_slice(&b);
-            let used = self.parse(inbuf, None, ws)?;
-            inbuf.drain(..used);
-        }
-        Ok(())
-    }
-
-    /// Handles every whole message in `buf`; returns the bytes used. `frame` is `buf` as
-    /// shared bytes when payloads can be handed on without a copy.
-    fn parse(
-        &mut self,
-        buf: &[u8],
-        frame: Option<&Bytes>,
-        ws: &mut connect::Ws,
-    ) -> Result<usize, End> {
-        let mut pos = 0;
-        while pos < buf.len() {
-            match codec::decode(&buf[pos..], &self.codec_limits) {
-                Ok(Some((n, m))) => {
-                    pos += n;
-                    let mut outs = std::mem::take(&mut self.outs);
-                    outs.clear();
-                    self.session.handle(SessionInput::Message(&m), &mut outs);
-                    // Before any Listen goes out: the local thread refuses clients
-                    // while the tunnel is not ready.
-                    self.publish_ready();
-                    let r = self.apply(&mut outs, Some(ws), Some((&m, frame)));
-                    self.outs = outs;
-                    r?;
-                }
-                Ok(None) => break,
-                Err(e) => match e.skip() {
-                    Some(n) => {
-                        crate::logging::peer_log!(
-                            Noise::Malformed,
-                            log::Level::Warn,
-                            "dropped a malformed tunnel message: {e}"
-                        );
-                        pos += n;
-                    }
-                    None => return Err(End::Lost(format!("corrupt tunnel data: {e}"))),
-                },
-            }
-        }
-        Ok(pos)
-    }
-
-    /// Handles one local event. Returns whether the WebSocket is now write-blocked.
-    fn local_event(&mut self, ev: Event, ws: Option<&mut connect::Ws>) -> Result<bool, End> {
-        let input = match ev {
-            Event::Data { local, mut buf } => {
-                let n = buf.len().saturating_sub(DATA_HEADROOM);
-                self.release_to_tunnel(n);
-                let (Some(ws), Some((sid, service, cid))) = (ws, self.session.data_route(local))
-                else {
-                    return Ok(false);
-                };
-                return match codec::encode_data_in_place(&mut buf, DATA_HEADROOM, sid, service, cid)
-                {
-                    Ok(start) => write_ws(ws, Message::Binary(Bytes::from(buf).slice(start..))),
-                    Err(e) => {
-                        log::error!("cannot encode DATA: {e}");
-                        Ok(false)
-                    }
-                };
-            }
-            Event::Accepted { local, service } => SessionInput::Accepted { local, service },
-            Event::Connected { local } => SessionInput::Connected { local },
-            Event::ConnectFailed { local } => SessionInput::ConnectFailed { local },
-            Event::Closed { local } => SessionInput::LocalClosed { local },
-            Event::HoldExpired { local } => SessionInput::HoldExpired { local },
-            Event::Listening { service } => {
-                if !self.listening.contains(&service) {
-                    self.listening.push(service);
-                }
-                let all = self.session.service_ids().count();
-                if let Some((uid, gid)) = self.privileges {
-                    if self.listening.len() >= all {
-                        self.privileges = None;
-                        if let Err(e) = crate::sys::drop_privileges(uid, gid) {
-                            log::error!("cannot switch to --user after binding the listeners: {e}");
-                            return Err(End::Fatal(Exit::Internal));
-                        }
-                        log::info!("listeners bound; now running as uid {uid}, gid {gid}");
-                    }
-                }
-                return Ok(false);
-            }
-            Event::ListenFailed { error } => {
-                log::error!("{error}");
-                return Err(End::Fatal(Exit::GaveUp));
-            }
-        };
-        let mut outs = std::mem::take(&mut self.outs);
-        outs.clear();
-        self.session.handle(input, &mut outs);
-        let r = self.apply(&mut outs, ws, None);
-        self.outs = outs;
-        r
-    }
-
-    fn release_to_tunnel(&self, n: usize) {
-        let before = self.shared.to_tunnel.fetch_sub(n, Ordering::SeqCst);
-        if before.saturating_sub(n) < self.limits.to_tunnel_max
-            && self.shared.local_paused.swap(false, Ordering::SeqCst)
-        {
-            self.local.waker().wake();
-        }
-    }
-
-    /// Carries out session outputs. `msg` is the tunnel message being handled (for
-    /// Deliver). Returns whether the WebSocket is write-blocked.
-    fn apply(
-        &mut self,
-        outs: &mut Vec<Output>,
-        mut ws: Option<&mut connect::Ws>,
-        msg: Option<(&TunnelMessage<'_>, Option<&Bytes>)>,
-    ) -> Result<bool, End> {
-        let mut blocked = false;
-        for o in outs.drain(..) {
-            match o {
-                Output::Send(c) => {
-                    let Some(ws) = ws.as_deref_mut() else {
-                        continue;
-                    };
-                    let mut buf = Vec::with_capacity(64);
-                    if let Err(e) = c.encode(&mut buf) {
-                        log::error!("cannot encode {:?}: {e}", c.kind);
-                        continue;
-                    }
-                    blocked |= write_ws(ws, Message::Binary(Bytes::from(buf)))?;
-                }
-                Output::Listen {
-                    service,
-                    service_id,
-                    port,
-                } => {
-                    let host = self
-                        .cfg
-                        .bind_address
-                        .clone()
-                        .unwrap_or_else(|| self.cfg.settings.default_bind_address.clone());
-                    self.to_local(ToLocal::Listen {
-                        service,
-                        service_id,
-                        host,
-                        port,
-                    });
-                }
-                Output::Connect {
-                    local,
-                    service,
-                    target,
-                } => self.to_local(ToLocal::Connect {
-                    local,
-                    service,
-                    target,
-                }),
-                Output::Deliver { local } => {
-                    let Some((m, frame)) = msg else { continue };
-                    if m.payload.is_empty() {
-                        continue;
-                    }
-                    let data = match frame {
-                        Some(f) => f.slice_ref(m.payload),
-                        None => Bytes::copy_from_slice(m.payload),
-                    };
-                    self.shared.to_local.fetch_add(data.len(), Ordering::SeqCst);
-                    self.to_local(ToLocal::Write { local, data });
-                }
-                Output::Close { local } => self.to_local(ToLocal::Close { local }),
-                Output::Refuse { local } => self.to_local(ToLocal::Refuse { local }),
-                Output::Hold { local } => self.to_local(ToLocal::Hold { local }),
-                Output::Release { local } => self.to_local(ToLocal::Release { local }),
-                Output::Fatal(e) => {
-                    log::error!("{e}");
-                    return Err(End::Fatal(Exit::Usage));
-                }
-            }
-        }
-        Ok(blocked)
     }
 
     fn to_local(&self, c: ToLocal) {
@@ -761,56 +389,6 @@ impl TunnelThread {
     }
 }
 
-/// Queues a message; Ok(true) when the socket is full (the message stays queued).
-fn write_ws(ws: &mut connect::Ws, m: Message) -> Result<bool, End> {
-    match ws.write(m) {
-        Ok(()) => Ok(false),
-        Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
-        Err(e) => Err(End::Lost(describe_ws_error(&e))),
-    }
-}
-
-/// Sends a close frame and gives it CLOSE_TIMEOUT to leave.
-fn close_gracefully(ws: &mut connect::Ws, fd: i32) {
-    let _ = ws.close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "local proxy stopping".into(),
-    }));
-    let deadline = Instant::now() + CLOSE_TIMEOUT;
-    let mut set = PollSet::new();
-    loop {
-        match ws.flush() {
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            _ => return,
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return;
-        }
-        set.clear();
-        set.push(fd, Interest::WRITE);
-        if set.wait(Some(deadline - now)).is_err() {
-            return;
-        }
-    }
-}
-
-fn describe_ws_error(e: &tungstenite::Error) -> String {
-    match e {
-        tungstenite::Error::Capacity(c) => format!("the service sent an oversized frame ({c})"),
-        tungstenite::Error::Protocol(p) => format!("WebSocket protocol error: {p}"),
-        tungstenite::Error::Io(io) => format!("connection error: {io}"),
-        other => other.to_string(),
-    }
-}
-
-fn epoch_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
-
 fn seed() -> u64 {
     use std::io::Read;
     let mut b = [0u8; 8];
@@ -821,4 +399,11 @@ fn seed() -> u64 {
     } else {
         (epoch_ms() as u64) | 1
     }
+}
+
+fn epoch_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
