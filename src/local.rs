@@ -247,6 +247,7 @@ impl LocalThread {
                 Some(Duration::ZERO)
             };
             set.wait(timeout)?;
+            waker.settle();
             // Connections before listeners: a client that closes and at once connects
             // again (scp after ssh) must have its end reported before the new accept,
             // or a one-connection-at-a-time source would refuse the new one.
@@ -257,7 +258,7 @@ impl LocalThread {
                     continue;
                 }
                 match *slot {
-                    Slot::Wake => waker.disarm(),
+                    Slot::Wake => {}
                     Slot::Listener(idx) => accepts.push(idx),
                     Slot::Conn(id) => self.conn_ready(id, r),
                 }

@@ -127,7 +127,11 @@ fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
         retry_count: s.tcp_connection_retry_count,
         retry_delay: Duration::from_millis(s.tcp_connection_retry_delay_ms),
     };
-    let (tunnel_tx, tunnel_rx) = sys::channel_with::<ToTunnel>(sys::Waker::new()?);
+    // Two channels into the tunnel thread, one waker: local events (which it stops
+    // taking while the WebSocket is backed up) and main's requests (always taken).
+    let tunnel_waker = sys::Waker::new()?;
+    let (tunnel_tx, tunnel_rx) = sys::channel_with::<ToTunnel>(tunnel_waker.clone());
+    let (main_tx, main_rx) = sys::channel_with::<ToTunnel>(tunnel_waker);
     let (local_tx, local_rx) = sys::channel_with::<ToLocal>(sys::Waker::new()?);
     let shared = Arc::new(Shared::default());
     let outcome: Arc<Mutex<Option<Exit>>> = Arc::new(Mutex::new(None));
@@ -156,6 +160,7 @@ fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
         Arc::new(config),
         prepared,
         tunnel_rx,
+        main_rx,
         local_tx.clone(),
         shared,
         limits,
@@ -173,7 +178,7 @@ fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
         let sig = sys::wait_signal(&SIGNALS)?;
         match sig {
             SIGUSR1 => {
-                let _ = tunnel_tx.send(ToTunnel::Status);
+                let _ = main_tx.send(ToTunnel::Status);
             }
             SIGUSR2 => {
                 if let Some(x) = *outcome.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -191,7 +196,7 @@ fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
             }
         }
     };
-    let _ = tunnel_tx.send(ToTunnel::Shutdown);
+    let _ = main_tx.send(ToTunnel::Shutdown);
     let _ = local_tx.send(ToLocal::Shutdown);
     let deadline = Instant::now() + STOP_TIMEOUT;
     let mut finished = 0;

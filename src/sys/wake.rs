@@ -84,10 +84,13 @@ impl Waker {
         self.armed.store(true, Ordering::SeqCst);
     }
 
-    /// Called by the owner after waking up.
-    pub(crate) fn disarm(&self) {
-        self.armed.store(false, Ordering::SeqCst);
-        self.fd.drain();
+    /// Called by the owner after every poll that followed [`Waker::arm`]: ends the
+    /// armed state, and drains the fd only if a [`Waker::wake`] wrote it (a wake takes
+    /// the armed flag when it writes), so a wake-up for another reason costs no read.
+    pub(crate) fn settle(&self) {
+        if !self.armed.swap(false, Ordering::SeqCst) {
+            self.fd.drain();
+        }
     }
 
     pub(crate) fn fd(&self) -> RawFd {
@@ -171,11 +174,11 @@ impl<T> Receiver<T> {
 
     /// Arms the waker and checks the queue once more. Returns false when a message is
     /// already waiting (poll with a zero timeout then), true when it is safe to sleep.
+    /// Either way the caller polls, then calls [`Waker::settle`].
     pub(crate) fn prepare_sleep(&mut self) -> bool {
         self.waker.arm();
         if self.waker.notified.swap(false, Ordering::SeqCst) {
             // Something changed since the caller last looked: look again first.
-            self.waker.disarm();
             return false;
         }
         if self.stash.is_none() {
@@ -183,11 +186,7 @@ impl<T> Receiver<T> {
                 self.stash = Some(v);
             }
         }
-        if self.stash.is_some() {
-            self.waker.disarm();
-            return false;
-        }
-        true
+        self.stash.is_none()
     }
 
     pub(crate) fn waker(&self) -> &Arc<Waker> {
@@ -210,7 +209,9 @@ mod tests {
         set.push(waker.fd(), Interest::READ);
         // No timeout: only the sender's wake can end this wait.
         assert_eq!(set.wait(None).unwrap(), 1);
-        waker.disarm();
+        waker.settle();
+        // Settled: the fd is drained, so the next poll sleeps.
+        assert_eq!(set.wait(Some(std::time::Duration::ZERO)).unwrap(), 0);
         t.join().unwrap();
         assert!(matches!(rx.try_recv(), Recv::Msg(7)));
         assert!(matches!(rx.try_recv(), Recv::Closed));
@@ -234,6 +235,27 @@ mod tests {
         let (_tx, mut rx) = channel_with::<u32>(waker.clone());
         waker.wake();
         assert!(!rx.prepare_sleep());
+        waker.settle();
         assert!(rx.prepare_sleep());
+        waker.settle();
+    }
+
+    #[test]
+    fn a_wake_up_for_another_reason_leaves_the_fd_alone() {
+        // Armed, then the poll ends for something else: settling must not read the fd
+        // (nothing was written), and a wake that came meanwhile is still seen.
+        let waker = Waker::new().unwrap();
+        let (_tx, mut rx) = channel_with::<u32>(waker.clone());
+        assert!(rx.prepare_sleep());
+        waker.settle();
+        let mut set = PollSet::new();
+        set.push(waker.fd(), Interest::READ);
+        assert_eq!(set.wait(Some(std::time::Duration::ZERO)).unwrap(), 0);
+        // Busy now (not armed): a wake sets the flag without a write...
+        waker.wake();
+        assert_eq!(set.wait(Some(std::time::Duration::ZERO)).unwrap(), 0);
+        // ... and stops the next sleep.
+        assert!(!rx.prepare_sleep());
+        waker.settle();
     }
 }

@@ -356,11 +356,10 @@ impl Peer {
                     (a, b) => a.or(b),
                 }
             };
-            if set.wait(timeout).is_err() {
+            let polled = set.wait(timeout);
+            self.waker.settle();
+            if polled.is_err() {
                 return;
-            }
-            if set.ready(0).any() {
-                self.waker.disarm();
             }
         }
     }

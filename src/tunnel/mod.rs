@@ -54,7 +54,10 @@ pub(crate) struct TunnelThread {
     cfg: Arc<Config>,
     tls: TlsConnector,
     session: Session,
+    /// Local events, in order (taken only while the WebSocket has room).
     rx: sys::Receiver<ToTunnel>,
+    /// Main's requests (Shutdown, Status), shares `rx`'s waker.
+    ctl: sys::Receiver<ToTunnel>,
     local: sys::Sender<ToLocal>,
     shared: Arc<Shared>,
     limits: link::Limits,
@@ -85,6 +88,7 @@ impl TunnelThread {
         cfg: Arc<Config>,
         prepared: Prepared,
         rx: sys::Receiver<ToTunnel>,
+        ctl: sys::Receiver<ToTunnel>,
         local: sys::Sender<ToLocal>,
         shared: Arc<Shared>,
         limits: link::Limits,
@@ -111,6 +115,7 @@ impl TunnelThread {
             tls,
             session,
             rx,
+            ctl,
             local,
             shared,
             limits,
@@ -282,7 +287,11 @@ impl TunnelThread {
         let mut set = PollSet::new();
         loop {
             loop {
-                match self.rx.try_recv() {
+                let next = match self.ctl.try_recv() {
+                    Recv::Empty => self.rx.try_recv(),
+                    other => other,
+                };
+                match next {
                     Recv::Msg(ToTunnel::Shutdown) | Recv::Closed => return Some(Exit::Ok),
                     Recv::Msg(ToTunnel::Status) => self.log_status(),
                     Recv::Msg(ToTunnel::Local(ev)) => {
@@ -303,14 +312,14 @@ impl TunnelThread {
             set.clear();
             set.push(waker.fd(), Interest::READ);
             let wake_at = logging::flush_noise().map_or(until, |due| due.min(until));
-            let timeout = if self.rx.prepare_sleep() {
+            let idle = self.ctl.prepare_sleep() & self.rx.prepare_sleep();
+            let timeout = if idle {
                 wake_at.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
-            if set.wait(Some(timeout)).is_ok() && set.ready(0).any() {
-                waker.disarm();
-            }
+            let _ = set.wait(Some(timeout));
+            waker.settle();
         }
     }
 

@@ -63,6 +63,8 @@ pub(super) struct Link {
     wire_full: bool,
     /// The service closed the connection; what it sent before is still to be handled.
     eof: bool,
+    /// The socket took everything at the last send, or poll said it has room since.
+    writable: bool,
     mask_state: u64,
 }
 
@@ -84,6 +86,7 @@ impl Link {
             maybe_readable: true,
             wire_full: false,
             eof: false,
+            writable: true,
             mask_state: seed | 1,
         })
     }
@@ -119,14 +122,24 @@ impl Link {
         r.map_err(|e| End::Lost(format!("connection error: {e}")))
     }
 
-    /// Seals the batch and sends what the socket takes. Returns whether all went.
+    /// Seals the batch and sends what the socket takes, unless the socket was full at
+    /// the last try and poll has not said it has room since. Returns whether all went.
     fn flush(&mut self) -> Result<bool, End> {
         self.seal()?;
-        self.tls
+        if self.wire() == 0 {
+            return Ok(true);
+        }
+        if !self.writable {
+            return Ok(false);
+        }
+        let all = self
+            .tls
             .get_mut()
             .tcp_mut()
             .send()
-            .map_err(|e| End::Lost(format!("connection error: {e}")))
+            .map_err(|e| End::Lost(format!("connection error: {e}")))?;
+        self.writable = all;
+        Ok(all)
     }
 
     /// Reads decrypted bytes into the free part of `rbuf`. Ok(false) when nothing came.
@@ -224,6 +237,22 @@ impl TunnelThread {
         let mut keepalive = KeepAlive::new(Instant::now(), period);
         let mut set = PollSet::new();
         loop {
+            // 0. Main's requests, always.
+            loop {
+                match self.ctl.try_recv() {
+                    Recv::Msg(ToTunnel::Status) => self.log_status(),
+                    Recv::Msg(ToTunnel::Shutdown) | Recv::Closed => {
+                        close_gracefully(link);
+                        return End::Shutdown;
+                    }
+                    Recv::Msg(ToTunnel::Local(ev)) => {
+                        if let Err(end) = self.local_event(ev, Some(link)) {
+                            return end;
+                        }
+                    }
+                    Recv::Empty => break,
+                }
+            }
             // 1. Local events, while the wire has room.
             while !link.wire_full {
                 match self.rx.try_recv() {
@@ -309,19 +338,22 @@ impl TunnelThread {
             if let Some(due) = logging::flush_noise() {
                 deadline = deadline.min(due);
             }
-            let timeout = if self.rx.prepare_sleep() {
+            // While the wire is full, queued local events are no reason to stay awake:
+            // only main's requests and the socket are.
+            let idle = self.ctl.prepare_sleep() & (link.wire_full || self.rx.prepare_sleep());
+            let timeout = if idle {
                 deadline.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
             };
-            if let Err(e) = set.wait(Some(timeout)) {
+            let polled = set.wait(Some(timeout));
+            waker.settle();
+            if let Err(e) = polled {
                 return End::Lost(format!("poll failed: {e}"));
-            }
-            if set.ready(0).any() {
-                waker.disarm();
             }
             let r = set.ready(1);
             link.maybe_readable |= r.read || r.hangup;
+            link.writable |= r.write || r.hangup;
         }
     }
 
@@ -616,5 +648,6 @@ fn close_gracefully(link: &mut Link) {
         if set.wait(Some(deadline - now)).is_err() {
             return;
         }
+        link.writable = true;
     }
 }
