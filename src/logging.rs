@@ -259,13 +259,23 @@ fn report(kind: Noise, counted: Option<(u64, log::Level)>) {
 /// summary of an ended window first. Use [`peer_log!`].
 pub(crate) fn admit(kind: Noise, level: log::Level) -> bool {
     let (show, counted) = throttles()[kind as usize].admit(Instant::now(), level);
+    if !show {
+        SUPPRESSING.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     report(kind, counted);
     show
 }
 
+/// Some kind has lines counted and not yet reported: [`flush_noise`] has work. Lets the
+/// I/O threads skip the lock on every wake-up when nothing is suppressed.
+static SUPPRESSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes the summaries of windows that have ended; returns when the next one is due.
 /// The I/O threads call it on every wake and sleep no later than what it returns.
 pub(crate) fn flush_noise() -> Option<Instant> {
+    if !SUPPRESSING.load(std::sync::atomic::Ordering::SeqCst) {
+        return None;
+    }
     let now = Instant::now();
     let mut counted = Vec::new();
     let mut due: Option<Instant> = None;
@@ -279,6 +289,10 @@ pub(crate) fn flush_noise() -> Option<Instant> {
             if let Some(d) = th.due() {
                 due = Some(due.map_or(d, |x: Instant| x.min(d)));
             }
+        }
+        if due.is_none() {
+            // Cleared under the lock: an admit that suppresses takes the lock first.
+            SUPPRESSING.store(false, std::sync::atomic::Ordering::SeqCst);
         }
     }
     for (kind, c) in counted {

@@ -52,6 +52,11 @@ impl Stream {
         }
     }
 
+    /// Poll said the socket is readable.
+    pub(crate) fn mark_readable(&mut self) {
+        self.tcp_mut().mark_readable();
+    }
+
     pub(crate) fn tcp_mut(&mut self) -> &mut Tcp {
         match self {
             Stream::Plain(s) => s,

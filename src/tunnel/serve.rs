@@ -352,7 +352,10 @@ impl TunnelThread {
                 return End::Lost(format!("poll failed: {e}"));
             }
             let r = set.ready(1);
-            link.maybe_readable |= r.read || r.hangup;
+            if r.read || r.hangup {
+                link.maybe_readable = true;
+                link.tls.get_mut().mark_readable();
+            }
             link.writable |= r.write || r.hangup;
         }
     }

@@ -31,6 +31,10 @@ pub(crate) struct Tcp {
     in_end: usize,
     output: Vec<u8>,
     out_start: usize,
+    /// The last `recv` returned less than it could take: the socket had no more then,
+    /// so a read waits for poll to say readable instead of finding that out by a system
+    /// call that fails (a read per wake-up saved).
+    drained: bool,
 }
 
 impl Tcp {
@@ -44,6 +48,7 @@ impl Tcp {
             in_end: 0,
             output: Vec::new(),
             out_start: 0,
+            drained: false,
         }
     }
 
@@ -72,6 +77,11 @@ impl Tcp {
         self.sock.set_read_timeout(Some(read_timeout))?;
         self.buffered = false;
         Ok(())
+    }
+
+    /// Poll said the socket is readable: the next read asks it again.
+    pub(crate) fn mark_readable(&mut self) {
+        self.drained = false;
     }
 
     /// Bytes written (by TLS) and not yet sent.
@@ -132,6 +142,9 @@ impl Read for Tcp {
         if self.in_start == self.in_end {
             self.in_start = 0;
             self.in_end = 0;
+            if self.drained {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             let n = loop {
                 match self.sock.read(&mut self.input) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -142,6 +155,7 @@ impl Read for Tcp {
             if n == 0 {
                 return Ok(0);
             }
+            self.drained = n < self.input.len();
         }
         let n = buf.len().min(self.in_end - self.in_start);
         buf[..n].copy_from_slice(&self.input[self.in_start..self.in_start + n]);
@@ -260,15 +274,27 @@ mod tests {
         );
         peer.write_all(b"0123456789").unwrap();
         wait(t.get_ref(), crate::sys::Interest::READ);
+        t.mark_readable();
         let mut got = Vec::new();
         while got.len() < 10 {
             let n = t.read(&mut b).unwrap();
             got.extend_from_slice(&b[..n]);
         }
         assert_eq!(got, b"0123456789");
+        // That recv took less than it could: the socket is taken as drained, and more
+        // data waits for poll's word rather than a failing read.
+        peer.write_all(b"more").unwrap();
+        wait(t.get_ref(), crate::sys::Interest::READ);
+        assert_eq!(
+            t.read(&mut b).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        t.mark_readable();
+        assert_eq!(t.read(&mut b).unwrap(), 4);
         drop(peer);
         // EOF once the peer is gone and the buffer is empty.
         wait(t.get_ref(), crate::sys::Interest::READ);
+        t.mark_readable();
         assert_eq!(t.read(&mut b).unwrap(), 0);
     }
 
