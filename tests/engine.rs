@@ -223,3 +223,48 @@ fn sigterm_sends_a_close_frame_and_exits_0() {
         let _ = std::fs::remove_dir_all(&s.dir);
     });
 }
+
+/// A client that stops reading fills the local queue, the source stops reading the
+/// tunnel in the middle of what it has already received, and the sender finishes.
+/// When the client reads again, every byte must come at once: with no more data
+/// arriving and pings an hour apart, nothing else would wake the proxy.
+#[test]
+fn a_reader_that_pauses_gets_every_byte_when_it_reads_again() {
+    watchdog(LIMIT, || {
+        let s = Rig::new(
+            "pause",
+            &["A"],
+            &[
+                ("websocket.ping_period_ms", "3600000"),
+                // Small DATA messages and a small local queue: the queue fills in the
+                // middle of what one read brought.
+                ("message.max_payload_size", "1000"),
+                ("tcp.write_buffer_size", "64512"),
+            ],
+        );
+        // The relay reads the destination slowly, so the source receives the data in
+        // small pieces: its reads often find the socket empty, with unhandled frames
+        // left in its buffer when the local queue fills.
+        s.tb.set_relay_rate(Some(16.0));
+        let total = 4 << 20;
+        let data = pattern(total, 7);
+        // A target that sends everything at once, then closes.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = l.local_addr().unwrap().port();
+        let sent = data.clone();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let _ = std::io::Write::write_all(&mut c, &sent);
+        });
+        let port = free_port();
+        let dst = s.destination(&format!("A={target}"), &[]);
+        let _src = s.source(&format!("A={port}"), &[]);
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // The target has sent it all and closed: the destination says so.
+        dst.wait_line("closed after");
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        let mut got = vec![0u8; total];
+        std::io::Read::read_exact(&mut c, &mut got).expect("every byte, without a stall");
+        assert!(got == data);
+    });
+}

@@ -416,6 +416,10 @@ impl TunnelThread {
                 }
             }
             if !self.may_read() {
+                // Frames already read wait in the buffer: when the local side has room
+                // again, handle them first, whatever the socket says then (it may say
+                // nothing more: the service had sent everything).
+                link.maybe_readable = true;
                 result = Ok(Round::Done);
                 break;
             }
