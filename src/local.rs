@@ -48,10 +48,17 @@ impl Sock {
             Sock::Unix(s) => s.as_raw_fd(),
         }
     }
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    /// One `writev` of as many queued buffers as fit in one call.
+    fn write_queue(&mut self, out: &VecDeque<Bytes>) -> io::Result<usize> {
+        let mut slices = [io::IoSlice::new(&[]); 32];
+        let mut n = 0;
+        for (slot, b) in slices.iter_mut().zip(out.iter()) {
+            *slot = io::IoSlice::new(b);
+            n += 1;
+        }
         match self {
-            Sock::Tcp(s) => s.write(buf),
-            Sock::Unix(s) => s.write(buf),
+            Sock::Tcp(s) => s.write_vectored(&slices[..n]),
+            Sock::Unix(s) => s.write_vectored(&slices[..n]),
         }
     }
     fn take_error(&self) -> io::Result<Option<io::Error>> {
@@ -96,6 +103,8 @@ struct Conn {
     out_len: usize,
     /// No more reads: EOF seen, or the session closed it; close once `out` is empty.
     closing: bool,
+    /// The socket said WouldBlock at the last write: wait for poll to say writable.
+    blocked: bool,
     /// Held by the session (a V1/V2 source's second client): not read until released;
     /// `Some(deadline)` until the session has been told the hold expired.
     held: Option<Option<Instant>>,
@@ -134,6 +143,8 @@ pub(crate) struct LocalThread {
     shared: Arc<Shared>,
     listeners: Vec<Listener>,
     conns: HashMap<LocalId, Conn>,
+    /// Connections with new data to write whose sockets had room at the last write.
+    dirty: Vec<LocalId>,
     next_accept_id: LocalId,
     /// The last lookup ticket handed out.
     last_ticket: u64,
@@ -159,6 +170,7 @@ impl LocalThread {
             shared,
             listeners: Vec::new(),
             conns: HashMap::new(),
+            dirty: Vec::new(),
             next_accept_id: ACCEPTED_ID_BASE + 1,
             last_ticket: 0,
             stopping: None,
@@ -182,6 +194,13 @@ impl LocalThread {
                     Recv::Msg(c) => self.command(c),
                     Recv::Empty => break,
                     Recv::Closed => return Ok(()),
+                }
+            }
+            // Data for sockets that had room at the last write goes out now, not after a
+            // poll that would only say they still have room.
+            for local in std::mem::take(&mut self.dirty) {
+                if let Err(e) = self.flush(local) {
+                    self.failed(local, e);
                 }
             }
             let now = Instant::now();
@@ -319,6 +338,10 @@ impl LocalThread {
                 Some(c) if c.sock.is_some() || !matches!(c.state, State::Open) => {
                     c.out_len += data.len();
                     c.out.push_back(data);
+                    if matches!(c.state, State::Open) && !c.blocked && !self.dirty.contains(&local)
+                    {
+                        self.dirty.push(local);
+                    }
                 }
                 _ => self.release_to_local(data.len()),
             },
@@ -704,6 +727,9 @@ impl LocalThread {
             return;
         }
         if r.write || r.hangup {
+            if let Some(c) = self.conns.get_mut(&local) {
+                c.blocked = false;
+            }
             if let Err(e) = self.flush(local) {
                 self.failed(local, e);
                 return;
@@ -723,21 +749,30 @@ impl LocalThread {
         };
         let mut written = 0usize;
         let result = loop {
-            let Some(front) = c.out.front_mut() else {
+            if c.out.is_empty() {
                 break Ok(());
-            };
-            match sock.write(front) {
+            }
+            match sock.write_queue(&c.out) {
                 Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => {
+                Ok(mut n) => {
                     written += n;
-                    if n == front.len() {
-                        c.out.pop_front();
-                    } else {
-                        let rest = front.slice(n..);
-                        *front = rest;
+                    while n > 0 {
+                        let Some(front) = c.out.front_mut() else {
+                            break;
+                        };
+                        if n >= front.len() {
+                            n -= front.len();
+                            c.out.pop_front();
+                        } else {
+                            *front = front.slice(n..);
+                            n = 0;
+                        }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.blocked = true;
+                    break Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
             }
@@ -872,6 +907,7 @@ impl Conn {
             out: VecDeque::new(),
             out_len: 0,
             closing: false,
+            blocked: false,
             held: None,
             opened: Instant::now(),
             bytes_in: 0,
