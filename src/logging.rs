@@ -88,7 +88,7 @@ pub(crate) fn format_utc(since_epoch: Duration) -> String {
 }
 
 /// Installs the logger. `rust_log` is the value of `RUST_LOG` (ignored when empty).
-/// Without it, other crates (tungstenite, native-tls) log at warn at most, so `-v 6`
+/// Without it, other crates (tungstenite, openssl) log at warn at most, so `-v 6`
 /// traces our decisions rather than every TLS record.
 pub fn init(verbosity: u8, rust_log: Option<&str>, timestamps: bool) {
     let mut b = env_logger::Builder::new();

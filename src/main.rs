@@ -80,6 +80,10 @@ fn run() -> Exit {
             "trust-store = {}\n",
             localproxy::trust::choose_here().describe()
         ));
+        text.push_str(&format!(
+            "tls-ciphers = {}\n",
+            localproxy::run::tls_cipher_order()
+        ));
         out(&text);
         return Exit::Ok;
     }

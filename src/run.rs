@@ -88,6 +88,7 @@ pub fn run(mut config: Config) -> Exit {
         log::warn!("{place} holds no usable CA certificate (a PEM file, or a directory hashed with `openssl rehash`); ignoring it");
     }
     log::info!("trust store: {}", store.describe());
+    log::info!("TLS cipher order: {}", tls_cipher_order());
     let tls = match connect::tls_connector(
         Some(&store),
         config.capath.as_deref(),
@@ -218,4 +219,9 @@ fn finish(slot: &Mutex<Option<Exit>>, x: Exit) {
     }
     drop(g);
     sys::signal_self(SIGUSR2);
+}
+
+/// The cipher order this CPU gets, for the log and `--check`.
+pub fn tls_cipher_order() -> &'static str {
+    connect::describe_cipher_order()
 }

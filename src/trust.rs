@@ -12,9 +12,9 @@
 //! start (about 1.7 MB of heap for Debian's 140 certificates). So a bundle is only loaded
 //! when it was asked for with `SSL_CERT_FILE` or when no directory holds certificates.
 //!
-//! [`Choice::apply`] hands the choice to OpenSSL through `SSL_CERT_FILE` and
-//! `SSL_CERT_DIR` (the only way native-tls takes a store without loading the system
-//! bundle first); it must run before any thread is spawned.
+//! [`Choice::set_env`] hands the choice to OpenSSL through `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR`, which its default paths follow (so the system bundle is not loaded
+//! first); it must run before any thread is spawned.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -72,10 +72,11 @@ impl Choice {
         parts.join(" + ")
     }
 
-    /// Makes OpenSSL (through native-tls) load exactly this store: the chosen bundle or
-    /// none (`/dev/null`), the chosen directories or none. Call it on the main thread
-    /// before any other thread exists (it sets environment variables).
-    pub(crate) fn apply(&self, b: &mut native_tls::TlsConnectorBuilder) -> Result<(), String> {
+    /// Makes OpenSSL's default paths exactly this store: the chosen bundle or none
+    /// (`/dev/null`), the chosen directories or none. Call it on the main thread before
+    /// any other thread exists (it sets environment variables), and before the TLS
+    /// connector is built (which reads them).
+    pub(crate) fn set_env(&self) {
         let file = self
             .file
             .clone()
@@ -87,9 +88,18 @@ impl Choice {
             let joined: Vec<OsString> = self.dirs.iter().map(|d| d.clone().into()).collect();
             std::env::set_var("SSL_CERT_DIR", join_paths(&joined));
         }
+    }
+
+    /// Adds the built-in roots to `store` when they are the choice.
+    pub(crate) fn add_builtin(
+        &self,
+        store: &mut openssl::x509::store::X509StoreBuilderRef,
+    ) -> Result<(), String> {
         if self.builtin {
             for cert in builtin_roots()? {
-                b.add_root_certificate(cert);
+                store
+                    .add_cert(cert)
+                    .map_err(|e| format!("the built-in root CAs cannot be used: {e}"))?;
             }
         }
         Ok(())
@@ -108,16 +118,9 @@ fn join_paths(parts: &[OsString]) -> OsString {
 }
 
 /// Parses the built-in roots (five certificates).
-pub(crate) fn builtin_roots() -> Result<Vec<native_tls::Certificate>, String> {
-    let bad = |e: &dyn std::fmt::Display| format!("the built-in root CAs do not parse: {e}");
-    let stack = openssl::x509::X509::stack_from_pem(AMAZON_ROOTS_PEM).map_err(|e| bad(&e))?;
-    stack
-        .iter()
-        .map(|c| {
-            let der = c.to_der().map_err(|e| bad(&e))?;
-            native_tls::Certificate::from_der(&der).map_err(|e| bad(&e))
-        })
-        .collect()
+pub(crate) fn builtin_roots() -> Result<Vec<openssl::x509::X509>, String> {
+    openssl::x509::X509::stack_from_pem(AMAZON_ROOTS_PEM)
+        .map_err(|e| format!("the built-in root CAs do not parse: {e}"))
 }
 
 /// Chooses the store from the environment (`SSL_CERT_FILE`, `SSL_CERT_DIR`) and the

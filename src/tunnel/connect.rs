@@ -16,7 +16,8 @@ use super::upgrade;
 pub(crate) use super::wire::Tcp;
 use crate::config::{Mode, Secret};
 use crate::protocol::Version;
-use native_tls::{HandshakeError as TlsHandshakeError, TlsConnector, TlsStream};
+use openssl::ssl::{HandshakeError as TlsHandshakeError, SslConnector, SslMethod, SslStream};
+use openssl::ssl::{SslVerifyMode, SslVersion};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -32,7 +33,7 @@ pub(crate) const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 /// What TLS to the service runs over: TCP, or TLS to an https:// proxy.
 pub(crate) enum Stream {
     Plain(Tcp),
-    Tls(Box<TlsStream<Tcp>>),
+    Tls(Box<SslStream<Tcp>>),
 }
 
 impl Stream {
@@ -90,7 +91,79 @@ impl io::Write for Stream {
 }
 
 /// The TLS session to the service, over [`Stream`].
-pub(crate) type Tls = TlsStream<Stream>;
+pub(crate) type Tls = SslStream<Stream>;
+
+/// How this process opens TLS sessions: OpenSSL's connector, built once.
+pub(crate) struct TlsConnector {
+    connector: SslConnector,
+    /// `-k`: no certificate or host name check.
+    insecure: bool,
+}
+
+impl TlsConnector {
+    /// A TLS session over `stream` to `domain` (SNI, and the name the certificate must
+    /// carry unless `-k`).
+    fn connect<S: io::Read + io::Write>(
+        &self,
+        domain: &str,
+        stream: S,
+    ) -> Result<SslStream<S>, TlsHandshakeError<S>> {
+        let mut c = self.connector.configure()?;
+        if self.insecure {
+            c.set_verify(SslVerifyMode::NONE);
+            c.set_verify_hostname(false);
+        }
+        c.connect(domain, stream)
+    }
+}
+
+/// Whether this CPU encrypts AES in hardware. Without it (most MIPS and 32-bit ARM
+/// router SoCs) ChaCha20-Poly1305 costs a fraction of AES-GCM, so the proxy offers it
+/// first; the service chooses.
+pub(crate) fn cpu_has_aes() -> bool {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    return std::arch::is_x86_feature_detected!("aes");
+    #[cfg(target_arch = "aarch64")]
+    return std::arch::is_aarch64_feature_detected!("aes");
+    #[cfg(target_arch = "arm")]
+    return crate::sys::arm_has_aes();
+    #[cfg(not(any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "arm"
+    )))]
+    return false;
+}
+
+/// TLS 1.3 suites and TLS 1.2 ciphers in the order we offer them: AES-GCM first where
+/// the CPU has AES instructions, ChaCha20-Poly1305 first where it has not.
+pub(crate) fn cipher_order(aes: bool) -> (&'static str, &'static str) {
+    if aes {
+        (
+            "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256",
+            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+             ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+             ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305",
+        )
+    } else {
+        (
+            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384",
+            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:\
+             ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+             ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384",
+        )
+    }
+}
+
+/// One line on the cipher order, for the log and `--check`.
+pub(crate) fn describe_cipher_order() -> &'static str {
+    if cpu_has_aes() {
+        "AES-GCM first (this CPU has AES instructions), then ChaCha20-Poly1305"
+    } else {
+        "ChaCha20-Poly1305 first (this CPU has no AES instructions), then AES-GCM"
+    }
+}
 
 /// Everything needed for one connect attempt.
 pub(crate) struct Target<'a> {
@@ -178,36 +251,50 @@ impl fmt::Display for ConnectError {
     }
 }
 
-/// Builds the TLS connector once: TLS 1.2 or newer, the trust store `trust` (see
-/// [`crate::trust`]; `None` leaves native-tls's own probe, for in-process tests) plus
-/// every certificate found in `capath`, or no verification at all with `insecure`.
-/// With `Some(trust)` it sets environment variables: call it before spawning threads.
+/// Builds the TLS connector once: TLS 1.2 or newer, the cipher order for this CPU,
+/// the trust store `trust` (see [`crate::trust`]; `None` leaves OpenSSL's own default
+/// paths, for in-process tests) plus every certificate found in `capath`, or no
+/// verification at all with `insecure`. With `Some(trust)` it sets environment
+/// variables: call it before spawning threads.
 pub(crate) fn tls_connector(
     trust: Option<&crate::trust::Choice>,
     capath: Option<&Path>,
     insecure: bool,
 ) -> Result<TlsConnector, String> {
-    let mut b = TlsConnector::builder();
-    b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+    let fail = |e: openssl::error::ErrorStack| {
+        format!("cannot set up TLS: {e}; check the OpenSSL installation")
+    };
     if let Some(t) = trust {
-        t.apply(&mut b)?;
+        // Before the builder: it reads SSL_CERT_FILE / SSL_CERT_DIR.
+        t.set_env();
+    }
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(fail)?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(fail)?;
+    let (suites, ciphers) = cipher_order(cpu_has_aes());
+    b.set_ciphersuites(suites).map_err(fail)?;
+    b.set_cipher_list(ciphers).map_err(fail)?;
+    if let Some(t) = trust {
+        t.add_builtin(b.cert_store_mut())?;
     }
     if let Some(dir) = capath {
-        let n = add_ca_dir(&mut b, dir)?;
+        let n = add_ca_dir(b.cert_store_mut(), dir)?;
         log::info!("trusting {n} extra certificate(s) from {}", dir.display());
     }
-    if insecure {
-        // config/validate.rs already warned at start (one loud line, also shown by --check).
-        b.danger_accept_invalid_certs(true);
-        b.danger_accept_invalid_hostnames(true);
-    }
-    b.build()
-        .map_err(|e| format!("cannot set up TLS: {e}; check the OpenSSL installation"))
+    // With -k, config/validate.rs already warned at start (one loud line, also shown
+    // by --check); verification is switched off per connection.
+    Ok(TlsConnector {
+        connector: b.build(),
+        insecure,
+    })
 }
 
 /// Adds every certificate in the PEM files of `dir` (OpenSSL hashed layout or plain
 /// files); files without certificates are skipped.
-fn add_ca_dir(b: &mut native_tls::TlsConnectorBuilder, dir: &Path) -> Result<usize, String> {
+fn add_ca_dir(
+    store: &mut openssl::x509::store::X509StoreBuilderRef,
+    dir: &Path,
+) -> Result<usize, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         format!(
             "--capath: cannot read {}: {e}; give a directory of PEM certificates",
@@ -228,9 +315,8 @@ fn add_ca_dir(b: &mut native_tls::TlsConnectorBuilder, dir: &Path) -> Result<usi
             continue;
         };
         for c in certs {
-            let der = c.to_der().map_err(|e| e.to_string())?;
-            let cert = native_tls::Certificate::from_der(&der).map_err(|e| e.to_string())?;
-            b.add_root_certificate(cert);
+            // The same certificate twice (a hashed link and its file) is not an error.
+            let _ = store.add_cert(c);
             n += 1;
         }
     }
@@ -244,8 +330,18 @@ fn add_ca_dir(b: &mut native_tls::TlsConnectorBuilder, dir: &Path) -> Result<usi
 }
 
 /// The handshake error, with the fix when the server's certificate is not trusted.
-fn tls_failure(e: &native_tls::Error) -> String {
-    let text = e.to_string();
+fn tls_failure<S>(e: &TlsHandshakeError<S>) -> String {
+    let text = match e {
+        TlsHandshakeError::SetupFailure(e) => e.to_string(),
+        TlsHandshakeError::Failure(m) | TlsHandshakeError::WouldBlock(m) => {
+            let verify = m.ssl().verify_result();
+            if verify == openssl::x509::X509VerifyResult::OK {
+                m.error().to_string()
+            } else {
+                format!("{} ({})", m.error(), verify.error_string())
+            }
+        }
+    };
     if text.contains("certificate verify failed") {
         format!(
             "{text}; the server's certificate is not signed by a CA in the trust store \
@@ -339,9 +435,10 @@ pub(crate) fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
                         return Err(timed_out("TLS handshake with the proxy"))
                     }
                     Err(_) if late() => return Err(timed_out("TLS handshake with the proxy")),
-                    Err(TlsHandshakeError::Failure(e)) => {
+                    Err(e) => {
                         return Err(ConnectError::Proxy(format!(
-                            "TLS to the proxy {p} failed: {e}"
+                            "TLS to the proxy {p} failed: {}",
+                            tls_failure(&e)
                         )))
                     }
                 }
@@ -365,7 +462,7 @@ pub(crate) fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
         // The socket blocks: WouldBlock only comes from its timeout.
         Err(TlsHandshakeError::WouldBlock(_)) => return Err(timed_out("TLS handshake")),
         Err(_) if late() => return Err(timed_out("TLS handshake")),
-        Err(TlsHandshakeError::Failure(e)) => return Err(ConnectError::Tls(tls_failure(&e))),
+        Err(e) => return Err(ConnectError::Tls(tls_failure(&e))),
     };
 
     let mut tls = tls;
@@ -419,6 +516,22 @@ pub(crate) fn user_agent() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_cipher_orders_are_valid_and_lead_with_the_right_cipher() {
+        for aes in [true, false] {
+            let (suites, ciphers) = cipher_order(aes);
+            let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+            b.set_ciphersuites(suites).unwrap();
+            b.set_cipher_list(ciphers).unwrap();
+            let lead = if aes { "AES" } else { "CHACHA20" };
+            assert!(suites.split(':').next().unwrap().contains(lead), "{suites}");
+            assert!(ciphers.split(':').next().unwrap().contains(lead), "{ciphers}");
+            // Every suite of both lists, only AEAD with forward secrecy.
+            assert_eq!(suites.split(':').count(), 3);
+            assert!(ciphers.split(':').all(|c| c.starts_with("ECDHE-")));
+        }
+    }
 
     #[test]
     fn a_timeout_names_its_phase_and_the_setting_and_is_retried() {

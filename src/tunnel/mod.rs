@@ -25,7 +25,7 @@ use crate::protocol::codec::Limits;
 use crate::session::{Output, Session};
 use crate::sys::{self, Interest, PollSet, Recv};
 use crate::Exit;
-use native_tls::TlsConnector;
+use connect::TlsConnector;
 use reconnect::{Decision, Outcome, Policy, Reconnect};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

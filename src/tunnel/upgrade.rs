@@ -77,6 +77,23 @@ pub(crate) fn request_text(r: &Request<'_>, key: &str) -> Result<String, Connect
     Ok(text)
 }
 
+/// The request text with the token headers' values replaced, for a trace line.
+fn masked(request: &str) -> String {
+    request
+        .split("\r\n")
+        .map(|line| match line.split_once(':') {
+            Some((name, _))
+                if name.eq_ignore_ascii_case("access-token")
+                    || name.eq_ignore_ascii_case("client-token") =>
+            {
+                format!("{name}: ***")
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
 /// A response head: status and headers (names as sent).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Head {
@@ -194,6 +211,9 @@ pub(crate) fn upgrade<S: Read + Write>(
         Ok(t) => t,
         Err(e) => return Ok(Err(e)),
     };
+    if log::log_enabled!(log::Level::Trace) {
+        log::trace!("upgrade request: {}", masked(&text).escape_debug());
+    }
     s.write_all(text.as_bytes())?;
     s.flush()?;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
@@ -215,6 +235,10 @@ pub(crate) fn upgrade<S: Read + Write>(
         }
         buf.extend_from_slice(&chunk[..n]);
     };
+    log::trace!(
+        "upgrade answer: {}",
+        String::from_utf8_lossy(&buf[..end - 4]).escape_debug()
+    );
     let head = match parse_head(&buf[..end - 4]) {
         Ok(h) => h,
         Err(e) => return Ok(Err(ConnectError::Handshake(e))),
@@ -285,6 +309,9 @@ mod tests {
         let text = request_text(&r, "k").unwrap();
         assert!(text.contains("Host: [::1]:8443\r\n"), "{text}");
         assert!(!text.contains("client-token"));
+        let masked = masked(&text);
+        assert!(masked.contains("access-token: ***\r\n"), "{masked}");
+        assert!(!masked.contains("AQGAAXi-token"));
         let bad = Secret::new("a\r\nInjected: yes");
         let e = request_text(&req(&bad, None), "k").unwrap_err();
         assert!(e.to_string().contains("access-token header"), "{e}");
