@@ -65,3 +65,22 @@ fn tcp_read_buffer_size_bounds_every_data_payload() {
         }
     });
 }
+
+/// The smallest `websocket.read_buffer_size` holds less than one of the service's
+/// frames: frames arrive in pieces and every byte still gets through, both ways.
+#[test]
+fn a_websocket_read_buffer_smaller_than_a_frame_still_carries_everything() {
+    watchdog(LIMIT, || {
+        let r = Rig::new(
+            "ws-read-buf",
+            &["A"],
+            &[("websocket.read_buffer_size", "4096")],
+        );
+        let echo = echo_server();
+        let port = free_port();
+        let _dst = r.destination(&format!("A={}", echo.port), &[]);
+        let _src = r.source(&format!("A={port}"), &[]);
+        // 64 KiB DATA messages: every frame is 16 times the buffer.
+        echo_check(port, &pattern(4 << 20, 3));
+    });
+}

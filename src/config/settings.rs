@@ -77,7 +77,8 @@ pub struct Settings {
     pub(crate) ws_max_frame_size: usize,
     /// `websocket.write_buffer_size`: bound on bytes queued towards the tunnel.
     pub(crate) ws_write_buffer_size: usize,
-    /// `websocket.read_buffer_size`: WebSocket read buffer.
+    /// `websocket.read_buffer_size`: the decrypted bytes read from the WebSocket at once
+    /// (allocated once; frames larger than it are handled in pieces).
     pub(crate) ws_read_buffer_size: usize,
 }
 
@@ -471,7 +472,8 @@ impl Settings {
         range(
             "websocket.read_buffer_size",
             usz(self.ws_read_buffer_size),
-            1,
+            // The largest control frame (127 bytes) must fit, with room to spare.
+            4096,
             usz(MAX_BUFFER),
         )?;
         Ok(())
@@ -788,6 +790,10 @@ mod tests {
             (
                 r#""tcp": {"read_buffer_size": "0"}"#,
                 "tcp.read_buffer_size: 0 is out of range; give a number from 1 to",
+            ),
+            (
+                r#""websocket": {"read_buffer_size": "100"}"#,
+                "websocket.read_buffer_size: 100 is out of range; give a number from 4096 to",
             ),
             (
                 r#""websocket": {"max_frame_size": "0"}"#,

@@ -526,7 +526,10 @@ mod tests {
             b.set_cipher_list(ciphers).unwrap();
             let lead = if aes { "AES" } else { "CHACHA20" };
             assert!(suites.split(':').next().unwrap().contains(lead), "{suites}");
-            assert!(ciphers.split(':').next().unwrap().contains(lead), "{ciphers}");
+            assert!(
+                ciphers.split(':').next().unwrap().contains(lead),
+                "{ciphers}"
+            );
             // Every suite of both lists, only AEAD with forward secrecy.
             assert_eq!(suites.split(':').count(), 3);
             assert!(ciphers.split(':').all(|c| c.starts_with("ECDHE-")));

@@ -33,8 +33,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tungstenite::Bytes;
 
-/// Plaintext read from TLS at most per refill: several records.
-const READ_BUFFER: usize = 64 * 1024;
 /// A batch of frames goes to TLS once it is this large (and at the end of every round).
 const SEAL_AT: usize = 128 * 1024;
 /// Ciphertext waiting for the socket at which we stop taking local events...
@@ -69,11 +67,11 @@ pub(super) struct Link {
 }
 
 impl Link {
-    fn new(opened: Opened, max_frame: usize, seed: u64) -> io::Result<Link> {
+    fn new(opened: Opened, read_buffer: usize, max_frame: usize, seed: u64) -> io::Result<Link> {
         let Opened { mut tls, tail, .. } = opened;
         tls.get_mut().tcp_mut().start_data()?;
         let fd = tls.get_ref().tcp().as_raw_fd();
-        let mut rbuf = vec![0u8; READ_BUFFER.max(tail.len())];
+        let mut rbuf = vec![0u8; read_buffer.max(tail.len())];
         rbuf[..tail.len()].copy_from_slice(&tail);
         Ok(Link {
             tls,
@@ -206,9 +204,10 @@ impl TunnelThread {
             since: Instant::now(),
         };
         let max_frame = self.cfg.settings.ws_max_frame_size;
+        let read_buffer = self.cfg.settings.ws_read_buffer_size;
         let seed = self.random();
         let mut ever_ready = false;
-        let end = match Link::new(opened, max_frame, seed) {
+        let end = match Link::new(opened, read_buffer, max_frame, seed) {
             Ok(mut link) => self.serve_link(&mut link, version, &mut ever_ready),
             Err(e) => End::Lost(format!("connection error: {e}")),
         };
