@@ -1,13 +1,12 @@
 //! The OS calls std lacks, one file per job: [`poll`] (poll(2)), [`wake`] (eventfd
 //! wake-ups and channels that wake their receiver), [`signals`] (masks, `sigwait`),
-//! [`users`] (root, privilege drop), [`cpu`] (AES instructions on 32-bit ARM), [`net`] (reads without zero-fill, non-blocking
+//! [`users`] (root, privilege drop), [`net`] (reads without zero-fill, non-blocking
 //! connects) and [`alloc`] (the allocator front of the static musl builds).
 //!
 //! These files are the only ones with `unsafe`; every block says why it is sound.
 //! Nothing here knows about the protocol.
 
 pub(crate) mod alloc;
-pub(crate) mod cpu;
 pub(crate) mod net;
 pub(crate) mod poll;
 pub(crate) mod signals;
@@ -21,8 +20,6 @@ pub use poll::{Interest, PollSet, Ready};
 pub use signals::{block_signals, send_signal, wait_signal};
 pub use users::is_root;
 
-#[cfg(target_arch = "arm")]
-pub(crate) use cpu::arm_has_aes;
 pub(crate) use net::{connect_nonblocking, connect_unix_nonblocking, read_into};
 pub(crate) use poll::until;
 pub(crate) use signals::signal_self;

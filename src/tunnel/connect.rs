@@ -117,22 +117,16 @@ impl TlsConnector {
     }
 }
 
-/// Whether this CPU encrypts AES in hardware. Without it (most MIPS and 32-bit ARM
-/// router SoCs) ChaCha20-Poly1305 costs a fraction of AES-GCM, so the proxy offers it
-/// first; the service chooses.
+/// Whether this build's OpenSSL encrypts AES in hardware on this CPU. Without it (MIPS,
+/// and 32-bit ARM, where OpenSSL built for ARMv7 does not use the ARMv8 AES instructions
+/// even on a CPU that has them) ChaCha20-Poly1305 costs a fraction of AES-GCM
+/// (`cipher-cost`), so the proxy offers it first; the service chooses.
 pub(crate) fn cpu_has_aes() -> bool {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     return std::arch::is_x86_feature_detected!("aes");
     #[cfg(target_arch = "aarch64")]
     return std::arch::is_aarch64_feature_detected!("aes");
-    #[cfg(target_arch = "arm")]
-    return crate::sys::arm_has_aes();
-    #[cfg(not(any(
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "arm"
-    )))]
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
     return false;
 }
 
@@ -159,9 +153,9 @@ pub(crate) fn cipher_order(aes: bool) -> (&'static str, &'static str) {
 /// One line on the cipher order, for the log and `--check`.
 pub(crate) fn describe_cipher_order() -> &'static str {
     if cpu_has_aes() {
-        "AES-GCM first (this CPU has AES instructions), then ChaCha20-Poly1305"
+        "AES-GCM first (OpenSSL has AES instructions on this CPU), then ChaCha20-Poly1305"
     } else {
-        "ChaCha20-Poly1305 first (this CPU has no AES instructions), then AES-GCM"
+        "ChaCha20-Poly1305 first (no AES instructions for OpenSSL here), then AES-GCM"
     }
 }
 
