@@ -98,6 +98,25 @@ unsafe impl std::alloc::GlobalAlloc for CachingAlloc {
         }
     }
 
+    /// Zeroed blocks: fresh ones come zeroed from the system (musl's calloc does not
+    /// touch fresh pages, so a large buffer costs no resident memory until it is used);
+    /// only a reused block is cleared.
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use std::alloc::System;
+        match Self::class(layout) {
+            None => System.alloc_zeroed(layout),
+            Some(c) => {
+                let p = self.take(c);
+                if p.is_null() {
+                    System.alloc_zeroed(Self::class_layout(c))
+                } else {
+                    std::ptr::write_bytes(p, 0, layout.size());
+                    p
+                }
+            }
+        }
+    }
+
     unsafe fn dealloc(&self, p: *mut u8, layout: std::alloc::Layout) {
         use std::alloc::System;
         match Self::class(layout) {
@@ -132,6 +151,27 @@ unsafe impl std::alloc::GlobalAlloc for CachingAlloc {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn zeroed_blocks_are_zero_whether_fresh_or_reused() {
+        use super::CachingAlloc;
+        use std::alloc::{GlobalAlloc, Layout};
+        let a = CachingAlloc::new();
+        for size in [100usize, 20 << 10, 64 << 10, 300 << 10] {
+            let l = Layout::from_size_align(size, 8).unwrap();
+            // SAFETY (test): blocks are used within their layout and freed once with it.
+            unsafe {
+                let p = a.alloc(l);
+                std::ptr::write_bytes(p, 0xAB, size);
+                a.dealloc(p, l);
+                let q = a.alloc_zeroed(l);
+                assert!(!q.is_null());
+                let bytes = std::slice::from_raw_parts(q, size);
+                assert!(bytes.iter().all(|&b| b == 0), "size {size}");
+                a.dealloc(q, l);
+            }
+        }
+    }
+
     #[test]
     fn caching_alloc_reuses_freed_blocks_per_class_and_keeps_data_on_realloc() {
         use super::{CachingAlloc, CACHE_KEEP};

@@ -1,12 +1,13 @@
 //! The OS calls std lacks, one file per job: [`poll`] (poll(2)), [`wake`] (eventfd
 //! wake-ups and channels that wake their receiver), [`signals`] (masks, `sigwait`),
-//! [`users`] (root, privilege drop), [`net`] (reads without zero-fill, non-blocking
+//! [`users`] (root, privilege drop), [`memory`] (dropping start-up pages), [`net`] (reads without zero-fill, non-blocking
 //! connects) and [`alloc`] (the allocator front of the static musl builds).
 //!
 //! These files are the only ones with `unsafe`; every block says why it is sound.
 //! Nothing here knows about the protocol.
 
 pub(crate) mod alloc;
+pub(crate) mod memory;
 pub(crate) mod net;
 pub(crate) mod poll;
 pub(crate) mod signals;
@@ -20,6 +21,7 @@ pub use poll::{Interest, PollSet, Ready};
 pub use signals::{block_signals, send_signal, wait_signal};
 pub use users::is_root;
 
+pub(crate) use memory::drop_startup_pages;
 pub(crate) use net::{connect_nonblocking, connect_unix_nonblocking, read_into};
 pub(crate) use poll::until;
 pub(crate) use signals::signal_self;

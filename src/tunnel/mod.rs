@@ -73,6 +73,8 @@ pub(crate) struct TunnelThread {
     /// https_proxy / HTTPS_PROXY, unless NO_PROXY names the endpoint.
     web_proxy: Option<proxy::WebProxy>,
     listening: Vec<usize>,
+    /// Start-up pages were released (once, at the first ready tunnel).
+    trimmed: bool,
 }
 
 /// What `run` prepared before the threads start: things that can fail as usage errors.
@@ -128,6 +130,7 @@ impl TunnelThread {
             privileges,
             web_proxy,
             listening: Vec::new(),
+            trimmed: false,
             cfg,
         }
     }
@@ -326,7 +329,7 @@ impl TunnelThread {
     /// Tells the local thread whether new connections may be accepted, and logs the
     /// moment the tunnel becomes ready (after the flag, so whoever reads the line can
     /// connect at once). Returns the readiness.
-    fn publish_ready(&self) -> bool {
+    fn publish_ready(&mut self) -> bool {
         let ready = self.session.is_ready();
         let was = self.shared.tunnel_ready.swap(ready, Ordering::SeqCst);
         if ready && !was {
@@ -335,6 +338,14 @@ impl TunnelThread {
                 "tunnel ready; services: {}",
                 crate::session::describe_ids(&ids)
             );
+            if !self.trimmed {
+                // Start-up is over: what it touched of the binary need not stay mapped.
+                self.trimmed = true;
+                match sys::drop_startup_pages() {
+                    Ok(n) => log::debug!("released {} KiB of start-up code pages", n >> 10),
+                    Err(e) => log::debug!("could not release start-up code pages: {e}"),
+                }
+            }
         }
         ready
     }
