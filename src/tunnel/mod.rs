@@ -11,6 +11,7 @@
 //! be written.
 
 pub mod connect;
+mod error;
 pub(crate) mod proxy;
 pub(crate) mod reconnect;
 mod serve;

@@ -7,7 +7,7 @@
 //! tungstenite keeps it inside its own WebSocket object. tungstenite still makes the
 //! key and checks the accept value. Tokens go on the wire and nowhere else.
 
-use super::connect::ConnectError;
+use super::error::ConnectError;
 use crate::config::{Mode, Secret};
 use crate::protocol::Version;
 use std::io::{Read, Write};
