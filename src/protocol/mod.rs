@@ -11,6 +11,7 @@
 //! src/protocol/message.rs proto/Message.proto`).
 
 pub mod codec;
+#[cfg(test)]
 #[allow(clippy::all, non_snake_case, non_camel_case_types, unused_imports, dead_code)]
 #[rustfmt::skip]
 pub mod message;
@@ -19,6 +20,8 @@ pub mod message;
 // (`com::amazonaws::iot::securedtunneling::mod_Message::Type`, and in one place without the
 // leading `com::`), paths that do not exist where we mount the file. These private aliases
 // reach `message` through its `use super::*;` so the generated file compiles unmodified.
+// Only the codec's tests use the mirror, so neither is built into the proxy.
+#[cfg(test)]
 mod com {
     pub mod amazonaws {
         pub mod iot {
@@ -28,6 +31,7 @@ mod com {
         }
     }
 }
+#[cfg(test)]
 use com::amazonaws;
 
 /// Size of the big-endian length prefix in front of every tunnel message.

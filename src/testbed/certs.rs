@@ -53,7 +53,7 @@ fn make_inner(
     let ca_key = key()?;
     // A subject of its own per CA: two testbed CAs in one trust store (a proxy's and the
     // service's) must not be mistaken for each other.
-    let tag = &super::random_token()[..12];
+    let tag = &random_token()[..12];
     let ca_name = name(&format!("localproxy-rs testbed CA {tag}"))?;
     let mut b = X509::builder()?;
     b.set_version(2)?;
@@ -123,4 +123,25 @@ fn make_inner(
         leaf,
         leaf_key,
     })
+}
+
+/// A random URL-safe token of 64 characters from the OS random source.
+pub fn random_token() -> String {
+    use std::io::Read;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut b = [0u8; 64];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if read.is_err() {
+        // Tests only: uniqueness matters, not secrecy.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> (i % 16 * 8)) as u8 ^ i as u8;
+        }
+    }
+    b.iter()
+        .map(|x| ALPHABET[(*x & 63) as usize] as char)
+        .collect()
 }

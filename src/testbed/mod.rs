@@ -17,16 +17,18 @@ pub mod certs;
 mod pace;
 mod peer;
 pub mod scripted;
+mod state;
 
 pub use crate::config::Mode;
 use crate::protocol::{codec, Message};
-use crate::sys;
+pub use certs::random_token;
 use openssl::ssl::{SslContext, SslMethod, SslOptions, SslVersion};
+use state::{idx, Control, Shared, Slot, State, TunnelState};
+pub use state::{Recorded, Stats};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// One tunnel as the tests see it.
@@ -38,17 +40,6 @@ pub struct Tunnel {
     pub services: Vec<String>,
 }
 
-/// A message a peer sent, as recorded for assertions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Recorded {
-    pub kind: i32,
-    pub stream_id: i32,
-    pub service_id: String,
-    pub connection_id: u32,
-    pub payload_len: usize,
-    pub ignorable: bool,
-}
-
 /// How [`Testbed::drop_peer`] ends a peer's connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum How {
@@ -56,88 +47,6 @@ pub enum How {
     Abort,
     /// A close frame (1000), like CloseTunnel.
     Close,
-}
-
-/// Relay counters, per direction (index 0: from sources, 1: from destinations).
-#[derive(Clone, Debug, Default)]
-pub struct Stats {
-    pub messages: [u64; 2],
-    pub bytes: [u64; 2],
-    /// Messages dropped because the other peer was not connected.
-    pub dropped: u64,
-}
-
-pub(crate) fn idx(m: Mode) -> usize {
-    match m {
-        Mode::Source => 0,
-        Mode::Destination => 1,
-    }
-}
-
-/// Commands for a peer thread that must not wait behind data.
-pub(crate) enum Control {
-    Close(u16, String),
-    Abort,
-    Freeze(bool),
-    Raw(tungstenite::Message),
-}
-
-/// How to reach a connected peer's thread.
-#[derive(Clone)]
-pub(crate) struct PeerHandle {
-    pub id: u64,
-    pub data: sys::Sender<tungstenite::Bytes>,
-    pub control: sys::Sender<Control>,
-    /// Bytes queued for this peer and not yet written to its WebSocket.
-    pub queued: Arc<AtomicUsize>,
-    /// A sender that stopped reading because `queued` was over the bound.
-    pub waiting: Arc<Mutex<Option<Arc<sys::Waker>>>>,
-}
-
-#[derive(Default)]
-pub(crate) struct Slot {
-    pub peer: Option<PeerHandle>,
-    pub used: bool,
-    pub client_token: Option<String>,
-    pub recorded: Vec<Recorded>,
-    pub connections: usize,
-    pub close_frames: usize,
-    pub subprotocol: Option<String>,
-    pub client_token_seen: bool,
-}
-
-pub(crate) struct TunnelState {
-    pub services: Vec<String>,
-    pub closed: bool,
-    pub slots: [Slot; 2],
-    /// Streams seen in relayed STREAM_STARTs: (service id, stream id).
-    pub streams: Vec<(String, i32)>,
-}
-
-pub(crate) struct State {
-    pub tunnels: HashMap<u64, TunnelState>,
-    pub tokens: HashMap<String, (u64, Mode)>,
-    pub reject: Option<u16>,
-    pub single_use: bool,
-    pub recut: Option<(usize, usize)>,
-    pub fragment: Option<usize>,
-    pub delay: Duration,
-    /// Bytes per second each peer's socket is read at (None: as fast as it comes).
-    pub relay_rate: Option<f64>,
-    pub record: bool,
-    pub next_id: u64,
-    pub stats: Stats,
-}
-
-pub(crate) struct Shared {
-    pub state: Mutex<State>,
-    pub cv: Condvar,
-}
-
-impl Shared {
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// A running tunneling-service double.
@@ -447,27 +356,6 @@ impl Testbed {
     pub fn wait_close_frame(&self, t: &Tunnel, m: Mode, timeout: Duration) -> bool {
         self.wait_slot(t, m, timeout, |s| s.close_frames > 0)
     }
-}
-
-/// A random URL-safe token of 64 characters from the OS random source.
-pub fn random_token() -> String {
-    use std::io::Read;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut b = [0u8; 64];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if read.is_err() {
-        // Tests only: uniqueness matters, not secrecy.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = (t >> (i % 16 * 8)) as u8 ^ i as u8;
-        }
-    }
-    b.iter()
-        .map(|x| ALPHABET[(*x & 63) as usize] as char)
-        .collect()
 }
 
 /// The service's side of TLS: 1.2 and 1.3, AES-GCM before ChaCha20 for 1.2, OpenSSL's

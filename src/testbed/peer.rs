@@ -7,7 +7,8 @@
 //! its own peer while the other peer has more than [`QUEUE_LIMIT`] bytes queued.
 
 use super::pace::Paced;
-use super::{idx, Control, Mode, PeerHandle, Recorded, Shared};
+use super::state::{idx, Control, PeerHandle, Recorded, Shared};
+use crate::config::Mode;
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Message as TunnelMessage, Type, Version, MAX_WS_FRAME};
 use crate::sys::{self, Interest, PollSet, Recv, Waker};
@@ -654,7 +655,7 @@ impl Peer {
 }
 
 fn channel_id() -> String {
-    let t = super::random_token();
+    let t = super::certs::random_token();
     format!(
         "{}-{}-{}-{}-{}",
         &t[0..8],
