@@ -13,7 +13,7 @@
 //! - [`run`]: the main thread: spawn both, wait for signals, exit code.
 //! - [`logging`], [`trust`], `token`, `resolve`: log lines, CA certificates, the client
 //!   token, name lookups off the I/O threads.
-//! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop, sockets.
+//! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop, sockets, memory, the clock tick.
 //! - [`testbed`]: the project's own double of the tunneling service (tests, `testbed` binary).
 //!
 //! The `localproxy` binary uses everything but `testbed`; link-time optimisation removes it.

@@ -14,7 +14,7 @@ use crate::config::Target;
 use crate::session::LocalId;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tungstenite::Bytes;
 
@@ -102,19 +102,64 @@ pub(crate) enum Event {
 /// figures.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    /// Payload bytes read from local sockets and not yet taken by the tunnel thread.
-    pub(crate) to_tunnel: AtomicUsize,
-    /// Payload bytes handed to the local thread and not yet written to a socket.
-    pub(crate) to_local: AtomicUsize,
-    /// The local thread stopped reading because `to_tunnel` is over its bound.
-    pub(crate) local_paused: AtomicBool,
-    /// The tunnel thread stopped reading because `to_local` is over its bound.
-    pub(crate) tunnel_paused: AtomicBool,
+    /// Payload bytes read from local sockets and not yet taken by the tunnel thread
+    /// (the local thread produces, bound `Limits::to_tunnel_max`).
+    pub(crate) to_tunnel: Budget,
+    /// Payload bytes handed to the local thread and not yet written to a socket (the
+    /// tunnel thread produces, bound `Limits::to_local_max`).
+    pub(crate) to_local: Budget,
     /// New local connections may be accepted (the tunnel is open and ready).
     pub(crate) tunnel_ready: AtomicBool,
     /// Payload bytes read from local sockets / written to local sockets, in total.
     pub(crate) bytes_from_local: Counter,
     pub(crate) bytes_to_local: Counter,
+}
+
+/// Payload bytes queued from one thread to the other, and whether the producing thread
+/// stopped for lack of room. The producer stops at the bound and is woken when the
+/// consumer has taken the queue down to half of it (high- and low-water marks), so a
+/// wake-up moves a batch rather than one message.
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    queued: AtomicUsize,
+    paused: AtomicBool,
+}
+
+impl Budget {
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// The producer queued `n` bytes.
+    pub(crate) fn add(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// The producer asks whether it may go on. Below `max` it may, unless it paused and
+    /// the queue is not yet down to half; otherwise it is marked paused and the
+    /// consumer's [`release`](Budget::release) will say when to wake it.
+    pub(crate) fn may_produce(&self, max: usize) -> bool {
+        let queued = self.queued();
+        let paused = self.paused.load(Ordering::SeqCst);
+        if queued < max && !(paused && queued > max / 2) {
+            self.paused.store(false, Ordering::SeqCst);
+            return true;
+        }
+        self.paused.store(true, Ordering::SeqCst);
+        // The consumer may have drained the queue between the load and the store.
+        if self.queued() <= max / 2 {
+            self.paused.store(false, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
+    /// The consumer took `n` bytes. True once when the producer paused and the queue is
+    /// now down to half of `max`: the caller wakes the producer.
+    pub(crate) fn release(&self, n: usize, max: usize) -> bool {
+        let before = self.queued.fetch_sub(n, Ordering::SeqCst);
+        before.saturating_sub(n) <= max / 2 && self.paused.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// A byte counter for the status line: a 64-bit atomic where the CPU has one, a mutex
@@ -169,4 +214,38 @@ pub(crate) enum ToTunnel {
     Shutdown,
     /// SIGUSR1: log one status line.
     Status,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Budget;
+
+    #[test]
+    fn a_budget_pauses_at_its_bound_and_wakes_the_producer_once_at_half() {
+        let b = Budget::default();
+        b.add(99);
+        assert!(b.may_produce(100), "under the bound");
+        b.add(1);
+        assert!(!b.may_produce(100), "at the bound");
+        assert!(!b.release(10, 100), "90 left: above half, no wake-up");
+        assert!(
+            !b.may_produce(100),
+            "paused until half, though under the bound"
+        );
+        assert!(b.release(40, 100), "50 left: wake the producer");
+        assert!(!b.release(10, 100), "it was woken already");
+        assert!(b.may_produce(100));
+        assert_eq!(b.queued(), 40);
+    }
+
+    #[test]
+    fn a_producer_that_drained_meanwhile_is_not_left_paused() {
+        let b = Budget::default();
+        b.add(100);
+        assert!(!b.may_produce(100));
+        // The consumer takes everything without the producer asking in between.
+        assert!(b.release(100, 100));
+        assert!(b.may_produce(100));
+        assert!(!b.release(0, 100), "nobody paused");
+    }
 }

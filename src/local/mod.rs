@@ -24,7 +24,6 @@ use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -295,20 +294,7 @@ impl LocalThread {
     /// Reading pauses when `to_tunnel` reaches its bound and resumes when it is down to
     /// half of it (the tunnel thread wakes us then): a wake-up reads a batch.
     fn update_local_pause(&self) -> bool {
-        let max = self.limits.to_tunnel_max;
-        let queued = self.shared.to_tunnel.load(Ordering::SeqCst);
-        let paused = self.shared.local_paused.load(Ordering::SeqCst);
-        if queued < max && !(paused && queued > max / 2) {
-            self.shared.local_paused.store(false, Ordering::SeqCst);
-            return true;
-        }
-        self.shared.local_paused.store(true, Ordering::SeqCst);
-        // The tunnel thread may have drained the queue between the load and the store.
-        if self.shared.to_tunnel.load(Ordering::SeqCst) <= max / 2 {
-            self.shared.local_paused.store(false, Ordering::SeqCst);
-            return true;
-        }
-        false
+        self.shared.to_tunnel.may_produce(self.limits.to_tunnel_max)
     }
 
     fn command(&mut self, c: ToLocal) {
@@ -548,18 +534,14 @@ impl LocalThread {
         if n == 0 {
             return;
         }
-        let before = self.shared.to_local.fetch_sub(n, Ordering::SeqCst);
-        let after = before.saturating_sub(n);
-        if after <= self.limits.to_local_max / 2
-            && self.shared.tunnel_paused.swap(false, Ordering::SeqCst)
-        {
+        if self.shared.to_local.release(n, self.limits.to_local_max) {
             self.tunnel_waker.wake();
         }
     }
 
     fn read(&mut self, local: LocalId) {
         for _ in 0..READS_PER_WAKE {
-            if self.shared.to_tunnel.load(Ordering::SeqCst) >= self.limits.to_tunnel_max {
+            if self.shared.to_tunnel.queued() >= self.limits.to_tunnel_max {
                 return;
             }
             let Some(c) = self.conns.get_mut(&local) else {
@@ -589,7 +571,7 @@ impl LocalThread {
                         // not let small reads hold large buffers.
                         buf.shrink_to_fit();
                     }
-                    self.shared.to_tunnel.fetch_add(n, Ordering::SeqCst);
+                    self.shared.to_tunnel.add(n);
                     self.shared.bytes_from_local.add(n as u64);
                     self.emit(Event::Data { local, buf });
                     if n < self.limits.read_chunk {

@@ -1,12 +1,14 @@
 //! The OS calls std lacks, one file per job: [`poll`] (poll(2)), [`wake`] (eventfd
 //! wake-ups and channels that wake their receiver), [`signals`] (masks, `sigwait`),
-//! [`users`] (root, privilege drop), [`memory`] (dropping start-up pages), [`net`] (reads without zero-fill, non-blocking
-//! connects) and [`alloc`] (the allocator front of the static musl builds).
+//! [`users`] (root, privilege drop), [`memory`] (dropping start-up pages), [`net`]
+//! (reads without zero-fill, non-blocking connects), [`clock`] (the /proc clock tick)
+//! and [`alloc`] (the allocator front of the static musl builds).
 //!
 //! These files are the only ones with `unsafe`; every block says why it is sound.
 //! Nothing here knows about the protocol.
 
 pub(crate) mod alloc;
+pub(crate) mod clock;
 pub(crate) mod memory;
 pub(crate) mod net;
 pub(crate) mod poll;
@@ -16,6 +18,7 @@ pub(crate) mod wake;
 
 // What the binaries and the integration tests use.
 pub use alloc::CachingAlloc;
+pub use clock::ticks_per_second;
 pub use libc::{SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1, SIGUSR2};
 pub use poll::{Interest, PollSet, Ready};
 pub use signals::{block_signals, send_signal, wait_signal};

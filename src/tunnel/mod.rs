@@ -355,20 +355,7 @@ impl TunnelThread {
     /// reaches its bound and resumes when it is down to half of it (the local thread
     /// wakes us then), so a wake-up moves a batch rather than one message.
     fn may_read(&self) -> bool {
-        let max = self.limits.to_local_max;
-        let queued = self.shared.to_local.load(Ordering::SeqCst);
-        let paused = self.shared.tunnel_paused.load(Ordering::SeqCst);
-        if queued < max && !(paused && queued > max / 2) {
-            self.shared.tunnel_paused.store(false, Ordering::SeqCst);
-            return true;
-        }
-        self.shared.tunnel_paused.store(true, Ordering::SeqCst);
-        // The local thread may have drained the queue between the load and the store.
-        if self.shared.to_local.load(Ordering::SeqCst) <= max / 2 {
-            self.shared.tunnel_paused.store(false, Ordering::SeqCst);
-            return true;
-        }
-        false
+        self.shared.to_local.may_produce(self.limits.to_local_max)
     }
 
     fn to_local(&self, c: ToLocal) {

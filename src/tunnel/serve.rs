@@ -555,10 +555,7 @@ impl TunnelThread {
     /// `n` payload bytes left the local → tunnel queue: wake the local thread if it
     /// stopped reading for lack of room and the queue is now at its low-water mark.
     fn release_to_tunnel(&self, n: usize) {
-        let before = self.shared.to_tunnel.fetch_sub(n, Ordering::SeqCst);
-        if before.saturating_sub(n) <= self.limits.to_tunnel_max / 2
-            && self.shared.local_paused.swap(false, Ordering::SeqCst)
-        {
+        if self.shared.to_tunnel.release(n, self.limits.to_tunnel_max) {
             self.local.waker().wake();
         }
     }
@@ -616,7 +613,7 @@ impl TunnelThread {
                         continue;
                     }
                     let data = Bytes::copy_from_slice(m.payload);
-                    self.shared.to_local.fetch_add(data.len(), Ordering::SeqCst);
+                    self.shared.to_local.add(data.len());
                     self.to_local(ToLocal::Write { local, data });
                 }
                 Output::Close { local } => self.to_local(ToLocal::Close { local }),

@@ -6,17 +6,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Clock ticks per second for /proc/PID/stat.
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no memory effects.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
 /// utime + stime of a process (all its threads) in seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -29,7 +18,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of stat; index 11 and 12 after ")".
-    (ticks(11) + ticks(12)) / ticks_per_second()
+    (ticks(11) + ticks(12)) / localproxy::sys::ticks_per_second()
 }
 
 /// The value of `key` (e.g. "RssAnon:") in a /proc status file, in its unit (kB).
