@@ -54,6 +54,27 @@ pub(crate) enum ToLocal {
     },
 }
 
+impl ToLocal {
+    /// Counted in [`Shared::commands`]: everything the tunnel thread sends but data
+    /// (counted in bytes) and what others send (lookup answers, main's Shutdown).
+    pub(crate) fn counted(&self) -> bool {
+        matches!(
+            self,
+            ToLocal::Listen { .. }
+                | ToLocal::Connect { .. }
+                | ToLocal::Close { .. }
+                | ToLocal::Refuse { .. }
+                | ToLocal::Hold { .. }
+                | ToLocal::Release { .. }
+        )
+    }
+}
+
+/// Bound of [`Shared::commands`]: a flood of starts and resets from the peer pauses the
+/// tunnel's reading, rather than queueing connects and closes without end while the
+/// local thread is slow.
+pub(crate) const MAX_COMMANDS: usize = 1024;
+
 /// What a name lookup is for.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Lookup {
@@ -108,6 +129,9 @@ pub(crate) struct Shared {
     /// Payload bytes handed to the local thread and not yet written to a socket (the
     /// tunnel thread produces, bound `Limits::to_local_max`).
     pub(crate) to_local: Budget,
+    /// Commands other than data the tunnel thread queued for the local thread and it has
+    /// not taken yet ([`ToLocal::counted`], bound [`MAX_COMMANDS`]).
+    pub(crate) commands: Budget,
     /// New local connections may be accepted (the tunnel is open and ready).
     pub(crate) tunnel_ready: AtomicBool,
     /// Payload bytes read from local sockets / written to local sockets, in total.

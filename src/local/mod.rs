@@ -298,6 +298,9 @@ impl LocalThread {
     }
 
     fn command(&mut self, c: ToLocal) {
+        if c.counted() && self.shared.commands.release(1, crate::link::MAX_COMMANDS) {
+            self.tunnel_waker.wake();
+        }
         match c {
             ToLocal::Listen {
                 service,

@@ -14,6 +14,7 @@
 //! balancer, has no REST API and keeps everything in memory.
 
 pub mod certs;
+pub mod hostile;
 mod pace;
 mod peer;
 pub mod scripted;
@@ -90,6 +91,8 @@ impl Testbed {
                 record: true,
                 next_id: 1,
                 stats: Stats::default(),
+                hostile: [None, None],
+                hostile_report: None,
             }),
             cv: Condvar::new(),
         });
@@ -223,6 +226,35 @@ impl Testbed {
     /// Sends any WebSocket message (a text frame, an oversized frame, a pong).
     pub fn inject_ws(&self, t: &Tunnel, m: Mode, msg: tungstenite::Message) -> bool {
         self.with_peer(t, m, Control::Raw(msg))
+    }
+
+    /// The next peer of mode `m` to connect plays `case` for `duration` instead of
+    /// relaying, then its connection is dropped; later connections are served normally.
+    pub fn set_hostile(&self, m: Mode, case: Option<(hostile::Case, Duration)>) {
+        let mut st = self.shared.lock();
+        st.hostile[idx(m)] = case;
+        st.hostile_report = None;
+    }
+
+    /// Waits until a hostile case has ended and returns what it did.
+    pub fn wait_hostile_report(&self, timeout: Duration) -> Option<hostile::Report> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(r) = st.hostile_report.clone() {
+                return Some(r);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            st = self
+                .shared
+                .cv
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     pub fn set_delay(&self, d: Duration) {

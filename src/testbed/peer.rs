@@ -201,8 +201,9 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<SslContex
         queued: Arc::new(AtomicUsize::new(0)),
         waiting: Arc::new(Mutex::new(None)),
     };
-    let services = {
+    let (services, hostile) = {
         let mut st = shared.lock();
+        let hostile = st.hostile[idx(a.mode)].take();
         let Some(ts) = st.tunnels.get_mut(&a.tunnel) else {
             return;
         };
@@ -214,7 +215,7 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<SslContex
             ));
         }
         shared.cv.notify_all();
-        ts.services.clone()
+        (ts.services.clone(), hostile)
     };
     let mut peer = Peer {
         shared: shared.clone(),
@@ -239,6 +240,18 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<SslContex
         if codec::encode(&m, &mut buf).is_ok() {
             let _ = ws.write(Message::Binary(Bytes::from(buf)));
         }
+    }
+    if let Some((case, duration)) = hostile {
+        let _ = ws.flush();
+        let fd = ws.get_ref().get_ref().tcp().as_raw_fd();
+        let service = services.first().map(String::as_str).unwrap_or("");
+        let until = Instant::now() + duration;
+        let report = super::hostile::play(case, until, ws.get_mut(), fd, service);
+        let _ = ws.get_ref().get_ref().tcp().shutdown(Shutdown::Both);
+        peer.leave();
+        shared.lock().hostile_report = Some(report);
+        shared.cv.notify_all();
+        return;
     }
     peer.run(&mut ws);
     peer.leave();

@@ -88,6 +88,11 @@ pub(crate) struct State {
     pub record: bool,
     pub next_id: u64,
     pub stats: Stats,
+    /// What the next peer of each mode plays instead of relaying (see `hostile`), and
+    /// for how long; taken when it connects.
+    pub hostile: [Option<(super::hostile::Case, Duration)>; 2],
+    /// What the last hostile case did.
+    pub hostile_report: Option<super::hostile::Report>,
 }
 
 pub(crate) struct Shared {

@@ -53,6 +53,14 @@ impl Stream {
         }
     }
 
+    /// Bytes handed to the socket in the data phase, in total.
+    pub(crate) fn sent(&self) -> u64 {
+        match self {
+            Stream::Plain(s) => s.sent(),
+            Stream::Tls(s) => s.get_ref().sent(),
+        }
+    }
+
     /// Poll said the socket is readable.
     pub(crate) fn mark_readable(&mut self) {
         self.tcp_mut().mark_readable();

@@ -351,14 +351,19 @@ impl TunnelThread {
         ready
     }
 
-    /// Whether the local side can take more data: reading pauses when `to_local`
-    /// reaches its bound and resumes when it is down to half of it (the local thread
-    /// wakes us then), so a wake-up moves a batch rather than one message.
+    /// Whether the local side can take more data: reading pauses when `to_local` (or
+    /// the count of queued commands) reaches its bound and resumes when it is down to
+    /// half of it (the local thread wakes us then), so a wake-up moves a batch rather
+    /// than one message.
     fn may_read(&self) -> bool {
         self.shared.to_local.may_produce(self.limits.to_local_max)
+            && self.shared.commands.may_produce(crate::link::MAX_COMMANDS)
     }
 
     fn to_local(&self, c: ToLocal) {
+        if c.counted() {
+            self.shared.commands.add(1);
+        }
         // The local thread only goes away when the process stops.
         let _ = self.local.send(c);
     }

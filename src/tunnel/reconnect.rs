@@ -8,8 +8,14 @@
 //!   exponential with jitter: the first retry after `retry_delay`, then a random delay
 //!   between that and a ceiling that doubles per failure up to `max_delay`. A session
 //!   that got ready (SERVICE_IDS) resets the count.
-//! - [`KeepAlive`]: when the next ping is due and when a silent peer counts as dead (two
-//!   ping periods without a frame, while we are reading).
+//! - [`KeepAlive`]: when the next ping is due and when a peer counts as dead: two ping
+//!   periods without a frame while we are reading and our bytes leave, or
+//!   [`STUCK_PERIODS`] ping periods in which bytes waited for the socket and none of
+//!   them left (a peer that sends but never reads, or a link that died under a full
+//!   send buffer). While our bytes do not leave, the peer's silence is no evidence: it
+//!   answers pings only once it reads them, and a service holding back because the far
+//!   end is slow is not dead; the longer bound keeps such a pause from dropping the
+//!   tunnel.
 
 use crate::Exit;
 use std::time::{Duration, Instant};
@@ -142,6 +148,10 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Ping periods that bytes may wait for the socket, none leaving, before the peer counts
+/// as gone (2 minutes at the default period).
+pub(crate) const STUCK_PERIODS: u32 = 6;
+
 /// What the keep-alive wants now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Beat {
@@ -149,6 +159,9 @@ pub(crate) enum Beat {
     Ping,
     /// Nothing heard for this long (two ping periods): the peer is gone.
     Dead(Duration),
+    /// Bytes have waited for the socket this long ([`STUCK_PERIODS`] ping periods)
+    /// without one of them leaving: the peer does not read.
+    Stuck(Duration),
     /// Nothing to do before [`KeepAlive::deadline`].
     Idle,
 }
@@ -159,6 +172,9 @@ pub(crate) struct KeepAlive {
     period: Duration,
     next_ping: Instant,
     last_heard: Instant,
+    /// Since when bytes have waited for the socket with none sent; `None` while the
+    /// socket takes what we write.
+    stuck_since: Option<Instant>,
 }
 
 impl KeepAlive {
@@ -167,7 +183,17 @@ impl KeepAlive {
             period: period.max(Duration::from_millis(1)),
             next_ping: now,
             last_heard: now,
+            stuck_since: None,
         }
+    }
+
+    /// After a send: whether bytes still wait for the socket, and whether any left it.
+    pub(crate) fn sent(&mut self, now: Instant, pending: bool, moved: bool) {
+        self.stuck_since = match (pending, moved, self.stuck_since) {
+            (false, _, _) => None,
+            (true, true, _) | (true, false, None) => Some(now),
+            (true, false, Some(since)) => Some(since),
+        };
     }
 
     /// A frame (any frame) arrived from the peer.
@@ -182,8 +208,13 @@ impl KeepAlive {
 
     /// What is due at `now`. A returned ping counts as sent.
     pub(crate) fn poll(&mut self, now: Instant) -> Beat {
+        if let Some(since) = self.stuck_since {
+            if now >= since + STUCK_PERIODS * self.period {
+                return Beat::Stuck(now - since);
+            }
+        }
         let dead_at = self.last_heard + 2 * self.period;
-        if now >= dead_at {
+        if now >= dead_at && self.stuck_since.is_none() {
             return Beat::Dead(now - self.last_heard);
         }
         if now >= self.next_ping {
@@ -195,7 +226,10 @@ impl KeepAlive {
 
     /// When [`KeepAlive::poll`] has something to do next.
     pub(crate) fn deadline(&self) -> Instant {
-        self.next_ping.min(self.last_heard + 2 * self.period)
+        match self.stuck_since {
+            Some(since) => self.next_ping.min(since + STUCK_PERIODS * self.period),
+            None => self.next_ping.min(self.last_heard + 2 * self.period),
+        }
     }
 }
 
@@ -400,5 +434,39 @@ mod tests {
             assert_ne!(k.poll(now), Beat::Dead(Duration::ZERO));
             assert!(!matches!(k.poll(now), Beat::Dead(_)));
         }
+    }
+
+    #[test]
+    fn keepalive_a_peer_that_never_reads_is_stuck_after_stuck_periods() {
+        let t0 = Instant::now();
+        let p = Duration::from_secs(20);
+        let stuck = STUCK_PERIODS * p;
+        let mut k = KeepAlive::new(t0, p);
+        k.poll(t0);
+        // Bytes wait and some leave, the peer talks: nothing to say, however long.
+        for i in 1..10 {
+            let now = t0 + Duration::from_secs(15 * i);
+            k.heard(now);
+            k.sent(now, true, true);
+            assert!(!matches!(k.poll(now), Beat::Stuck(_) | Beat::Dead(_)));
+        }
+        // From now on nothing leaves and the peer says nothing: silence is no evidence
+        // while our bytes wait, so only the stuck bound applies.
+        let t1 = t0 + Duration::from_secs(135);
+        k.sent(t1, true, false);
+        for s in [30, 60, 90] {
+            let now = t1 + Duration::from_secs(s);
+            k.sent(now, true, false);
+            assert!(!matches!(k.poll(now), Beat::Stuck(_) | Beat::Dead(_)), "{s}");
+            // The poll deadline never lets the stuck moment pass unseen.
+            assert!(k.deadline() <= t1 + stuck);
+        }
+        assert_eq!(k.poll(t1 + stuck), Beat::Stuck(stuck));
+        // Everything went: the clock stops, and silence counts again from the last frame.
+        let t2 = t1 + stuck;
+        k.sent(t2, false, true);
+        k.heard(t2);
+        assert!(!matches!(k.poll(t2), Beat::Stuck(_)));
+        assert_eq!(k.poll(t2 + 2 * p), Beat::Dead(2 * p));
     }
 }

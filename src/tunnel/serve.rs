@@ -15,6 +15,13 @@
 //! again; this thread stops taking local events while too much ciphertext waits for the
 //! socket, and stops reading the WebSocket while `to_local` is high (the local thread
 //! wakes it when it is low). A wake-up therefore moves a batch, not a message.
+//!
+//! What the service's frames make us send (pongs, CONNECTION_RESETs for starts we refuse,
+//! TLS's own answers) is bounded too: the WebSocket is not read while more than
+//! [`READ_HIGH`] bytes wait to go out, only the latest of several waiting pings is
+//! answered (RFC 6455 §5.5.3 allows it), and a peer that reads none of what waits for
+//! two ping periods counts as gone. A peer that sends without reading therefore fills
+//! its own socket, not our memory.
 
 use super::connect::{Opened, Tls};
 use super::reconnect::{Beat, KeepAlive};
@@ -39,6 +46,10 @@ const SEAL_AT: usize = 128 * 1024;
 const WIRE_HIGH: usize = 512 * 1024;
 /// ... and at which we take them again.
 const WIRE_LOW: usize = 128 * 1024;
+/// Bytes waiting to go out (ciphertext and frames not yet sealed) at which we stop
+/// reading the WebSocket: above what local events alone leave there (`WIRE_HIGH` plus a
+/// batch), so a slow upload does not stall the download.
+const READ_HIGH: usize = 1024 * 1024;
 /// How long a SIGTERM may spend sending the close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -61,6 +72,13 @@ pub(super) struct Link {
     wire_full: bool,
     /// The service closed the connection; what it sent before is still to be handled.
     eof: bool,
+    /// The payload of the latest ping not yet answered (one pong answers them all).
+    pong: Option<Vec<u8>>,
+    /// `partial` holds whole tunnel messages left unhandled while too much waited to go
+    /// out: they come before anything read later.
+    parse_pending: bool,
+    /// `Stream::sent` when the keep-alive last heard of it.
+    sent_seen: u64,
     /// The socket took everything at the last send, or poll said it has room since.
     writable: bool,
     mask_state: u64,
@@ -84,6 +102,9 @@ impl Link {
             maybe_readable: true,
             wire_full: false,
             eof: false,
+            pong: None,
+            parse_pending: false,
+            sent_seen: 0,
             writable: true,
             mask_state: seed | 1,
         })
@@ -108,6 +129,19 @@ impl Link {
     /// Ciphertext waiting for the socket.
     fn wire(&self) -> usize {
         self.tls.get_ref().pending()
+    }
+
+    /// Too much waits to go out to read more of what the peer sends (see [`READ_HIGH`]).
+    fn output_high(&self) -> bool {
+        self.wire() + self.batch.len() >= READ_HIGH
+    }
+
+    /// Whether any byte left for the socket since the last call.
+    fn moved(&mut self) -> bool {
+        let sent = self.tls.get_ref().sent();
+        let moved = sent != self.sent_seen;
+        self.sent_seen = sent;
+        moved
     }
 
     /// Hands the batch to TLS: its records land in the wire buffer.
@@ -278,15 +312,16 @@ impl TunnelThread {
             }
             *ever_ready |= self.publish_ready();
 
-            // 2. Tunnel messages, while the local side has room.
-            let mut can_read = self.may_read();
+            // 2. Tunnel messages, while the local side has room and what they make us
+            // send is not piling up.
+            let mut can_read = self.may_read() && !link.output_high();
             while can_read && link.maybe_readable {
                 match self.read_round(link, &mut keepalive) {
-                    Ok(Round::More) => can_read = self.may_read(),
+                    Ok(Round::More) => {}
                     Ok(Round::Done) => break,
                     Err(end) => return end,
                 }
-                can_read = can_read && self.may_read();
+                can_read = self.may_read() && !link.output_high();
             }
 
             // 3. Pings and the dead-peer check.
@@ -306,7 +341,16 @@ impl TunnelThread {
                         silent.as_secs_f64()
                     ))
                 }
+                Beat::Stuck(stuck) => {
+                    return End::Lost(format!(
+                        "the service read nothing of what we sent for {:.1} s",
+                        stuck.as_secs_f64()
+                    ))
+                }
                 Beat::Idle => {}
+            }
+            if let Some(p) = link.pong.take() {
+                link.frame(ws::OP_PONG, &[&p]);
             }
 
             // 4. One TLS write and one send for everything this round produced.
@@ -315,6 +359,8 @@ impl TunnelThread {
                 Err(end) => return end,
             };
             let wire = link.wire();
+            let moved = link.moved();
+            keepalive.sent(Instant::now(), wire > 0, moved);
             if link.wire_full && wire <= WIRE_LOW {
                 link.wire_full = false;
                 // Events queued meanwhile: take them now rather than after a sleep.
@@ -361,6 +407,21 @@ impl TunnelThread {
 
     /// Reads what TLS has (at most one read buffer) and handles every whole frame in it.
     fn read_round(&mut self, link: &mut Link, keepalive: &mut KeepAlive) -> Result<Round, End> {
+        if link.parse_pending {
+            // Messages held back while output was high come first.
+            link.parse_pending = false;
+            let mut partial = std::mem::take(&mut link.partial);
+            let r = self.parse(&partial, link);
+            if let Ok(used) = r {
+                partial.drain(..used);
+            }
+            link.partial = partial;
+            r?;
+            if link.parse_pending || !self.may_read() {
+                link.maybe_readable = true;
+                return Ok(Round::Done);
+            }
+        }
         let got = link.fill()?;
         let mut pos = 0;
         let mut result = Ok(Round::More);
@@ -396,7 +457,8 @@ impl TunnelThread {
                         );
                     }
                 }
-                Seen::Ping(p) => link.frame(ws::OP_PONG, &[&p]),
+                // Answered once per round, with the latest payload.
+                Seen::Ping(p) => link.pong = Some(p),
                 Seen::Pong => {}
                 Seen::Close(frame) => {
                     match &frame {
@@ -414,10 +476,10 @@ impl TunnelThread {
                     return Err(End::Closed);
                 }
             }
-            if !self.may_read() {
+            if !self.may_read() || link.output_high() {
                 // Frames already read wait in the buffer: when the local side has room
-                // again, handle them first, whatever the socket says then (it may say
-                // nothing more: the service had sent everything).
+                // again (or our output went out), handle them first, whatever the socket
+                // says then (it may say nothing more: the service had sent everything).
                 link.maybe_readable = true;
                 result = Ok(Round::Done);
                 break;
@@ -460,10 +522,16 @@ impl TunnelThread {
         }
     }
 
-    /// Handles every whole tunnel message in `buf`; returns the bytes used.
+    /// Handles every whole tunnel message in `buf`; returns the bytes used. Stops early
+    /// (with `link.parse_pending`) while too much waits to go out: one frame can hold
+    /// thousands of messages that each make us answer.
     fn parse(&mut self, buf: &[u8], link: &mut Link) -> Result<usize, End> {
         let mut pos = 0;
         while pos < buf.len() {
+            if link.output_high() {
+                link.parse_pending = true;
+                break;
+            }
             match codec::decode(&buf[pos..], &self.codec_limits) {
                 Ok(Some((n, m))) => {
                     pos += n;

@@ -31,6 +31,8 @@ pub(crate) struct Tcp {
     in_end: usize,
     output: Vec<u8>,
     out_start: usize,
+    /// Bytes sent in the data phase, in total.
+    sent: u64,
     /// The last `recv` returned less than it could take: the socket had no more then,
     /// so a read waits for poll to say readable instead of finding that out by a system
     /// call that fails (a read per wake-up saved).
@@ -48,6 +50,7 @@ impl Tcp {
             in_end: 0,
             output: Vec::new(),
             out_start: 0,
+            sent: 0,
             drained: false,
         }
     }
@@ -89,13 +92,21 @@ impl Tcp {
         self.output.len() - self.out_start
     }
 
+    /// Bytes [`Tcp::send`] has handed the socket, in total.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
+    }
+
     /// Sends what is pending until it is all sent or the socket is full. Returns whether
     /// everything went.
     pub(crate) fn send(&mut self) -> io::Result<bool> {
         while self.out_start < self.output.len() {
             match self.sock.write(&self.output[self.out_start..]) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => self.out_start += n,
+                Ok(n) => {
+                    self.out_start += n;
+                    self.sent += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -172,7 +183,8 @@ impl Write for Tcp {
             }
             return self.sock.write(buf);
         }
-        // The caller bounds what it writes before each send (see the tunnel thread).
+        // The caller bounds what it writes before each send: the tunnel thread stops
+        // taking local events and reading the peer while too much waits here.
         self.output.extend_from_slice(buf);
         Ok(buf.len())
     }

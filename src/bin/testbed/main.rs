@@ -11,7 +11,8 @@ mod report;
 mod traffic;
 
 use localproxy::sys;
-use localproxy::testbed::Testbed;
+use localproxy::testbed::hostile::Case;
+use localproxy::testbed::{Mode, Testbed};
 use std::path::PathBuf;
 
 const HELP: &str = "\
@@ -21,13 +22,17 @@ for the proxies' -c option.
 
 Usage:
   testbed serve [--port N] [--listen ADDR:PORT] [--dir DIR] [--services A,B]
-                [--delay-ms MS] [--relay-rate MIBPS]
+                [--delay-ms MS] [--relay-rate MIBPS] [--hostile CASE]
       Run the service with one open tunnel; print the endpoint, the CA directory, the
       two tokens and the commands that start a source and a destination proxy.
       --listen serves on another address than 127.0.0.1 (its IP goes into the
       certificate); --delay-ms delays every relayed message (a slow link);
       --relay-rate reads each proxy's connection at most MIBPS MiB/s in reads of at
       most 16 KiB (the internet draining the relay: the proxies' TLS sockets fill).
+      --hostile CASE: the first proxy of each mode to connect is admitted, then, for
+      30 s, gets CASE instead of a relay (ping-flood: pings without reading a pong;
+      start-flood: connection starts without reading the resets), then is dropped;
+      its next connection is served normally.
       SIGUSR1 prints one `testbed stats:` line (relayed messages and bytes from
       sources and destinations, dropped messages, connected peers).
       Stop with Ctrl-C.
@@ -97,6 +102,7 @@ fn serve(args: Vec<String>) -> i32 {
                 "--listen",
                 "--delay-ms",
                 "--relay-rate",
+                "--hostile",
             ]
             .contains(&a.as_str())
         {
@@ -144,6 +150,15 @@ fn serve(args: Vec<String>) -> i32 {
             return 2;
         }
     };
+    let hostile = match value(&args, "--hostile").map(|c| Case::parse(&c)) {
+        None => None,
+        Some(Some(c)) => Some((c, std::time::Duration::from_secs(30))),
+        Some(None) => {
+            let names: Vec<&str> = Case::ALL.iter().map(|c| c.name()).collect();
+            eprintln!("testbed serve: --hostile takes one of {}", names.join(", "));
+            return 2;
+        }
+    };
     let tb = match Testbed::start_on(&dir, &listen) {
         Ok(t) => t,
         Err(e) => {
@@ -151,6 +166,9 @@ fn serve(args: Vec<String>) -> i32 {
             return 1;
         }
     };
+    for m in [Mode::Source, Mode::Destination] {
+        tb.set_hostile(m, hostile);
+    }
     tb.set_delay(std::time::Duration::from_millis(delay));
     tb.set_relay_rate(relay_rate);
     let names: Vec<&str> = services.iter().map(String::as_str).collect();

@@ -1,0 +1,164 @@
+//! The service double misbehaving on purpose, for tests/hostile.rs and for a person
+//! (`testbed serve --hostile CASE`): the next peer of one mode that connects is admitted
+//! like any other (token, subprotocol, SERVICE_IDS), and then, instead of relaying, the
+//! double plays the case for a while and drops the connection. The proxy must survive it
+//! with bounded memory and tunnel again on its next connection, which is served normally.
+//!
+//! Each case writes as fast as the proxy's socket takes and reads nothing, so a proxy
+//! that answers every frame it reads (pongs, CONNECTION_RESETs) without bounding what
+//! waits to go out would grow without limit. What the case managed to send, and how
+//! often the proxy's socket was full, comes back as a [`Report`].
+
+use crate::protocol::codec;
+use crate::protocol::{Message, Type};
+use crate::sys::{Interest, PollSet};
+use std::io::{self, Write};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+/// A way to misbehave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Case {
+    /// 125-byte pings as fast as the socket takes them, never reading a pong.
+    PingFlood,
+    /// A STREAM_START, then CONNECTION_STARTs on that stream (new connection ids, the
+    /// first service) as fast as the socket takes them, never reading the
+    /// CONNECTION_RESETs they cause once the destination's connection limit is reached.
+    StartFlood,
+}
+
+impl Case {
+    pub const ALL: [Case; 2] = [Case::PingFlood, Case::StartFlood];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::PingFlood => "ping-flood",
+            Case::StartFlood => "start-flood",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Case> {
+        Case::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// What a case did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// WebSocket frames written to the proxy.
+    pub frames: u64,
+    /// Tunnel messages inside them (StartFlood).
+    pub messages: u64,
+    /// Bytes handed to TLS.
+    pub bytes: u64,
+    /// Times the proxy's socket was full for a whole wait (it had stopped reading).
+    pub stalls: u64,
+}
+
+/// How long one wait for room in the proxy's socket lasts before it counts as a stall.
+const STALL: Duration = Duration::from_millis(100);
+/// Bytes of frames built and written at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// Plays `case` on `stream` (TLS over the non-blocking socket `fd`) until `until`.
+pub(crate) fn play<S: Write>(
+    case: Case,
+    until: Instant,
+    stream: &mut S,
+    fd: RawFd,
+    service_id: &str,
+) -> Report {
+    let mut report = Report::default();
+    let mut next_id: u32 = 1;
+    let mut chunk = Vec::with_capacity(CHUNK + 256);
+    while Instant::now() < until {
+        chunk.clear();
+        match case {
+            Case::PingFlood => {
+                let payload = [b'p'; 125];
+                while chunk.len() + 127 <= CHUNK {
+                    chunk.extend_from_slice(&[0x89, 125]);
+                    chunk.extend_from_slice(&payload);
+                    report.frames += 1;
+                }
+            }
+            Case::StartFlood => {
+                // One binary frame of many small messages.
+                let mut body = Vec::with_capacity(CHUNK);
+                while body.len() + 64 <= CHUNK - 10 {
+                    let kind = if next_id == 1 {
+                        Type::StreamStart
+                    } else {
+                        Type::ConnectionStart
+                    };
+                    let mut m = Message::new(kind);
+                    m.stream_id = 1;
+                    m.service_id = service_id;
+                    m.connection_id = next_id;
+                    next_id = next_id.wrapping_add(1).max(1);
+                    if codec::encode(&m, &mut body).is_err() {
+                        break;
+                    }
+                    report.messages += 1;
+                }
+                chunk.push(0x82);
+                chunk.push(127);
+                chunk.extend_from_slice(&(body.len() as u64).to_be_bytes());
+                chunk.extend_from_slice(&body);
+                report.frames += 1;
+            }
+        }
+        if write_until(stream, fd, &chunk, until, &mut report).is_err() {
+            break;
+        }
+    }
+    report
+}
+
+/// Writes all of `buf` unless `until` passes or the connection fails; a wait of
+/// [`STALL`] without room counts as a stall.
+fn write_until<S: Write>(
+    stream: &mut S,
+    fd: RawFd,
+    buf: &[u8],
+    until: Instant,
+    report: &mut Report,
+) -> io::Result<()> {
+    let mut at = 0;
+    let mut set = PollSet::new();
+    while at < buf.len() {
+        match stream.write(&buf[at..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                at += n;
+                report.bytes += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= until {
+                    return Ok(());
+                }
+                set.clear();
+                set.push(fd, Interest::WRITE);
+                if set.wait(Some(STALL))? == 0 {
+                    report.stalls += 1;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_names_round_trip() {
+        for c in Case::ALL {
+            assert_eq!(Case::parse(c.name()), Some(c));
+        }
+        assert_eq!(Case::parse("nonsense"), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! A hostile service (the testbed's `hostile` cases) against the real proxy binary: a
+//! peer that writes as fast as it can and never reads must not grow the proxy's memory.
+//! Before the fix, 125-byte pings without reading took a destination from 8.8 MB to
+//! 157 MB in 10 s: every pong and every CONNECTION_RESET it caused waited in an
+//! unbounded output buffer while the proxy kept reading.
+//!
+//! Each case runs 30 s against a destination; then the testbed drops that connection,
+//! and the proxy's next one, served normally, must carry an echo intact.
+
+mod common;
+
+use common::*;
+use localproxy::testbed::hostile::{Case, Report};
+use localproxy::testbed::Mode;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(240);
+const CASE_FOR: Duration = Duration::from_secs(30);
+const RSS_BOUND_KB: u64 = 16 * 1024;
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the proxy runs");
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Plays `case` against a destination for [`CASE_FOR`]; returns the case's report and
+/// the destination's peak RSS over it, after checking that a healthy session follows.
+fn against_destination(tag: &str, case: Case, settings: &[(&str, &str)]) -> (Report, u64, Proxy) {
+    let echo = echo_server();
+    let r = Rig::new(tag, &["SSH"], settings);
+    r.tb.set_recording(false);
+    r.tb.set_hostile(Mode::Destination, Some((case, CASE_FOR)));
+    let dst = r.destination(&format!("SSH={}", echo.port), &[]);
+    let report =
+        r.tb.wait_hostile_report(CASE_FOR + WAIT)
+            .expect("the hostile case ended");
+    let peak = status_kb(dst.pid(), "VmHWM:");
+    eprintln!(
+        "{}: {} frames ({} messages, {} MiB) sent to the destination, {} stalls; \
+         destination peak RSS {peak} kB",
+        case.name(),
+        report.frames,
+        report.messages,
+        report.bytes >> 20,
+        report.stalls
+    );
+    // The proxy is still up, came back, and tunnels.
+    dst.wait_nth_line("tunnel ready", 2);
+    let port = free_port();
+    let _src = r.source(&format!("SSH={port}"), &[]);
+    echo_check(port, &pattern(1 << 20, 77));
+    (report, peak, dst)
+}
+
+#[test]
+fn a_peer_that_pings_without_reading_leaves_memory_bounded() {
+    watchdog(LIMIT, || {
+        let (report, peak, _) = against_destination("hostile-ping", Case::PingFlood, &[]);
+        assert!(report.frames > 0, "the flood sent nothing: {report:?}");
+        assert!(
+            peak < RSS_BOUND_KB,
+            "destination peak RSS {peak} kB under a ping flood"
+        );
+    });
+}
+
+#[test]
+fn a_start_flood_while_the_wire_is_full_leaves_memory_bounded() {
+    watchdog(LIMIT, || {
+        let (report, peak, _) = against_destination("hostile-start", Case::StartFlood, &[]);
+        // The flood did fill the destination's socket (the case happened).
+        assert!(
+            report.stalls > 0,
+            "the flood never filled the socket: {report:?}"
+        );
+        assert!(
+            peak < RSS_BOUND_KB,
+            "destination peak RSS {peak} kB under a start flood"
+        );
+    });
+}
+
+#[test]
+fn a_peer_that_reads_nothing_for_six_ping_periods_is_left() {
+    watchdog(LIMIT, || {
+        // Starts pile up answers the peer never reads: once none of them has left for
+        // six ping periods, the destination gives the connection up and reconnects
+        // (the healthy session after it is checked by against_destination).
+        let (_, _, dst) = against_destination(
+            "hostile-stuck",
+            Case::StartFlood,
+            &[("websocket.ping_period_ms", "1000")],
+        );
+        assert_eq!(dst.count("the service read nothing of what we sent"), 1);
+    });
+}
