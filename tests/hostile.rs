@@ -98,3 +98,71 @@ fn a_peer_that_reads_nothing_for_six_ping_periods_is_left() {
         assert_eq!(dst.count("the service read nothing of what we sent"), 1);
     });
 }
+
+/// A raw close frame from the service, `payload` as given (well formed or not).
+fn close_frame(payload: &[u8]) -> tungstenite::Message {
+    use tungstenite::protocol::frame::coding::{Control, OpCode};
+    use tungstenite::protocol::frame::{Frame, FrameHeader};
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode: OpCode::Control(Control::Close),
+        mask: None,
+    };
+    tungstenite::Message::Frame(Frame::from_payload(header, payload.to_vec().into()))
+}
+
+#[test]
+fn close_frames_that_end_a_connection_not_the_tunnel_make_the_proxy_reconnect() {
+    watchdog(LIMIT, || {
+        let echo = echo_server();
+        let r = Rig::new("hostile-close", &["SSH"], &[]);
+        let dst = r.destination(&format!("SSH={}", echo.port), &[]);
+        let port = free_port();
+        let src = r.source(&format!("SSH={port}"), &[]);
+        let mut ready = 1;
+        // Malformed closes are protocol errors; 1001 and 1011 are the service going
+        // away or failing for a while. Each time the destination comes back and tunnels.
+        for (payload, line) in [
+            (&[0x03][..], "a close frame with a 1-byte payload"),
+            (&[0x03, 0xED][..], "reserved or unknown close code"),
+            (&[0x03, 0xE7][..], "reserved or unknown close code"),
+            (
+                &[0x03, 0xE8, 0xC3, 0x28][..],
+                "a close reason that is not UTF-8",
+            ),
+            (&[0x03, 0xE9][..], "(code 1001: going away); reconnecting"),
+            (
+                &b"\x03\xf3oops"[..],
+                "(code 1011: oops: server error); reconnecting",
+            ),
+        ] {
+            assert!(r
+                .tb
+                .inject_ws(&r.t, Mode::Destination, close_frame(payload)));
+            dst.wait_line(line);
+            ready += 1;
+            dst.wait_nth_line("tunnel ready", ready);
+            echo_check(port, &pattern(64 << 10, ready as u64));
+        }
+        // A normal close with control characters in its reason: the tunnel is closed
+        // (exit 0), and the reason reaches the console escaped.
+        assert!(r.tb.inject_ws(
+            &r.t,
+            Mode::Destination,
+            close_frame(b"\x03\xe8bye\x1b[2J\r\nFAKE LINE")
+        ));
+        let mut dst = dst;
+        assert_eq!(dst.exit_code(), 0);
+        let log = dst.log();
+        let line = log
+            .iter()
+            .find(|l| l.contains("the service closed the tunnel"))
+            .expect("the close is logged");
+        assert!(line.contains(r"bye\u{1b}[2J\r\nFAKE LINE"), "{line}");
+        assert!(!log.iter().any(|l| l.starts_with("FAKE LINE")));
+        drop(src);
+    });
+}

@@ -457,7 +457,10 @@ mod tests {
         for s in [30, 60, 90] {
             let now = t1 + Duration::from_secs(s);
             k.sent(now, true, false);
-            assert!(!matches!(k.poll(now), Beat::Stuck(_) | Beat::Dead(_)), "{s}");
+            assert!(
+                !matches!(k.poll(now), Beat::Stuck(_) | Beat::Dead(_)),
+                "{s}"
+            );
             // The poll deadline never lets the stuck moment pass unseen.
             assert!(k.deadline() <= t1 + stuck);
         }

@@ -461,19 +461,26 @@ impl TunnelThread {
                 Seen::Ping(p) => link.pong = Some(p),
                 Seen::Pong => {}
                 Seen::Close(frame) => {
-                    match &frame {
-                        Some((code, reason)) => log::info!(
-                            "the service closed the tunnel (code {code}{}{})",
-                            if reason.is_empty() { "" } else { ": " },
-                            reason
-                        ),
-                        None => log::info!("the service closed the tunnel"),
-                    }
+                    let said = match &frame {
+                        Some((code, reason)) if !reason.is_empty() => {
+                            format!("code {code}: {}", reason.escape_debug())
+                        }
+                        Some((code, _)) => format!("code {code}"),
+                        None => "no code".to_string(),
+                    };
                     // Answer the close, as RFC 6455 asks, and go.
-                    let code = frame.map(|(c, _)| c.to_be_bytes()).unwrap_or([3, 232]);
-                    link.frame(ws::OP_CLOSE, &[&code]);
+                    let code = frame.as_ref().map(|(c, _)| *c);
+                    link.frame(ws::OP_CLOSE, &[&code.unwrap_or(1000).to_be_bytes()]);
                     let _ = link.flush();
-                    return Err(End::Closed);
+                    return Err(match code.and_then(passing_close) {
+                        Some(what) => End::Lost(format!(
+                            "the service closed the connection ({said}: {what}); reconnecting"
+                        )),
+                        None => {
+                            log::info!("the service closed the tunnel ({said})");
+                            End::Closed
+                        }
+                    });
                 }
             }
             if !self.may_read() || link.output_high() {
@@ -695,6 +702,20 @@ impl TunnelThread {
             }
         }
         Ok(())
+    }
+}
+
+/// Close codes that end one connection, not the tunnel: the service going away or
+/// failing for a while. The proxy reconnects after them (with backoff); any other close
+/// is the service closing the tunnel (exit 0, as the reference does for every close).
+fn passing_close(code: u16) -> Option<&'static str> {
+    match code {
+        1001 => Some("going away"),
+        1011 => Some("server error"),
+        1012 => Some("service restart"),
+        1013 => Some("try again later"),
+        1014 => Some("bad gateway"),
+        _ => None,
     }
 }
 

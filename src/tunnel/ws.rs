@@ -219,13 +219,7 @@ impl Reader {
                 let event = match opcode {
                     OP_PING => Incoming::Ping(payload),
                     OP_PONG => Incoming::Pong(payload),
-                    _ => Incoming::Close(match payload {
-                        [a, b, reason @ ..] => Some((
-                            u16::from_be_bytes([*a, *b]),
-                            String::from_utf8_lossy(reason).into_owned(),
-                        )),
-                        _ => None,
-                    }),
+                    _ => Incoming::Close(close_payload(payload)?),
                 };
                 Ok(Some((end, event)))
             }
@@ -273,6 +267,34 @@ impl Reader {
             _ => Err(FrameError::Protocol("an unknown opcode")),
         }
     }
+}
+
+/// A close frame's code and reason (RFC 6455 §5.5.1, §7.4): none at all, or a code a
+/// peer may send and a UTF-8 reason. Anything else is a protocol error, so a malformed
+/// close makes the proxy reconnect instead of passing for the end of the tunnel.
+fn close_payload(payload: &[u8]) -> Result<Option<(u16, String)>, FrameError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(FrameError::Protocol("a close frame with a 1-byte payload")),
+        [a, b, reason @ ..] => {
+            let code = u16::from_be_bytes([*a, *b]);
+            if !sendable_close_code(code) {
+                return Err(FrameError::Protocol(
+                    "a close frame with a reserved or unknown close code",
+                ));
+            }
+            let reason = std::str::from_utf8(reason)
+                .map_err(|_| FrameError::Protocol("a close reason that is not UTF-8"))?;
+            Ok(Some((code, reason.to_string())))
+        }
+    }
+}
+
+/// Close codes a peer may put in a close frame: the defined ones (1005, 1006 and 1015
+/// are for reporting only, 1004 is reserved) and the ranges for libraries and
+/// applications.
+fn sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 #[cfg(test)]
@@ -467,5 +489,51 @@ mod tests {
         assert!(FrameError::TooLarge { len: 200, max: 100 }
             .to_string()
             .contains("oversized frame"));
+    }
+
+    #[test]
+    fn malformed_close_frames_are_protocol_errors() {
+        let cases: [(&[u8], &str); 6] = [
+            (&[0x03], "a close frame with a 1-byte payload"),
+            (
+                &[0x03, 0xED],
+                "a close frame with a reserved or unknown close code",
+            ),
+            (
+                &[0x03, 0xEE],
+                "a close frame with a reserved or unknown close code",
+            ),
+            (
+                &[0x03, 0xE7],
+                "a close frame with a reserved or unknown close code",
+            ),
+            (
+                &[0x00, 0x00],
+                "a close frame with a reserved or unknown close code",
+            ),
+            (
+                &[0x03, 0xE8, 0xFF, 0xFE],
+                "a close reason that is not UTF-8",
+            ),
+        ];
+        for (payload, why) in cases {
+            let mut r = Reader::new(1 << 20);
+            let f = server_frame(0x88, payload);
+            assert_eq!(r.next(&f), Err(FrameError::Protocol(why)), "{payload:?}");
+        }
+        // Well formed: no payload, a code alone, a code with a UTF-8 reason, app codes.
+        for (payload, want) in [
+            (&[][..], None),
+            (&[0x03, 0xE9][..], Some((1001, String::new()))),
+            (
+                &[0x03, 0xF3, b'o', b'k'][..],
+                Some((1011, "ok".to_string())),
+            ),
+            (&[0x0F, 0xA0][..], Some((4000, String::new()))),
+        ] {
+            let mut r = Reader::new(1 << 20);
+            let f = server_frame(0x88, payload);
+            assert_eq!(r.next(&f), Ok(Some((f.len(), Incoming::Close(want)))));
+        }
     }
 }
