@@ -27,16 +27,27 @@ fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// Plays `case` against a destination for [`CASE_FOR`]; returns the case's report and
-/// the destination's peak RSS over it, after checking that a healthy session follows.
+/// Plays `case` against a destination for [`CASE_FOR`]; returns the case's report, the
+/// destination's peak RSS over it and the destination, after checking that a healthy
+/// session follows.
 fn against_destination(tag: &str, case: Case, settings: &[(&str, &str)]) -> (Report, u64, Proxy) {
+    against_destination_for(tag, case, CASE_FOR, settings)
+}
+
+/// [`against_destination`] with the case played for `duration` at most.
+fn against_destination_for(
+    tag: &str,
+    case: Case,
+    duration: Duration,
+    settings: &[(&str, &str)],
+) -> (Report, u64, Proxy) {
     let echo = echo_server();
     let r = Rig::new(tag, &["SSH"], settings);
     r.tb.set_recording(false);
-    r.tb.set_hostile(Mode::Destination, Some((case, CASE_FOR)));
+    r.tb.set_hostile(Mode::Destination, Some((case, duration)));
     let dst = r.destination(&format!("SSH={}", echo.port), &[]);
     let report =
-        r.tb.wait_hostile_report(CASE_FOR + WAIT)
+        r.tb.wait_hostile_report(duration + WAIT)
             .expect("the hostile case ended");
     let peak = status_kb(dst.pid(), "VmHWM:");
     eprintln!(
@@ -164,5 +175,22 @@ fn close_frames_that_end_a_connection_not_the_tunnel_make_the_proxy_reconnect() 
         assert!(line.contains(r"bye\u{1b}[2J\r\nFAKE LINE"), "{line}");
         assert!(!log.iter().any(|l| l.starts_with("FAKE LINE")));
         drop(src);
+    });
+}
+
+#[test]
+fn a_close_notify_read_with_data_ends_the_connection_at_once() {
+    watchdog(Duration::from_secs(120), || {
+        // The case keeps TCP open for 10 minutes after its ping and close_notify, and
+        // the ping period is 5 minutes: a proxy that waited for either would trip the
+        // watchdog. One that acts on the close_notify reconnects and tunnels.
+        let (report, _, dst) = against_destination_for(
+            "hostile-notify",
+            Case::CloseNotify,
+            Duration::from_secs(600),
+            &[("websocket.ping_period_ms", "300000")],
+        );
+        assert_eq!(report.frames, 1);
+        assert_eq!(dst.count("the connection closed"), 1);
     });
 }

@@ -9,10 +9,13 @@
 //! waits to go out would grow without limit. What the case managed to send, and how
 //! often the proxy's socket was full, comes back as a [`Report`].
 
+use super::pace::Paced;
 use crate::protocol::codec;
 use crate::protocol::{Message, Type};
 use crate::sys::{Interest, PollSet};
-use std::io::{self, Write};
+use openssl::ssl::SslStream;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
@@ -21,6 +24,9 @@ use std::time::{Duration, Instant};
 pub enum Case {
     /// 125-byte pings as fast as the socket takes them, never reading a pong.
     PingFlood,
+    /// A ping frame and TLS's close_notify in one TCP send, the TCP connection left open:
+    /// the proxy must act on the close at once, not at its next ping or dead-peer check.
+    CloseNotify,
     /// A STREAM_START, then CONNECTION_STARTs on that stream (new connection ids, the
     /// first service) as fast as the socket takes them, never reading the
     /// CONNECTION_RESETs they cause once the destination's connection limit is reached.
@@ -28,12 +34,13 @@ pub enum Case {
 }
 
 impl Case {
-    pub const ALL: [Case; 2] = [Case::PingFlood, Case::StartFlood];
+    pub const ALL: [Case; 3] = [Case::PingFlood, Case::StartFlood, Case::CloseNotify];
 
     pub fn name(self) -> &'static str {
         match self {
             Case::PingFlood => "ping-flood",
             Case::StartFlood => "start-flood",
+            Case::CloseNotify => "close-notify",
         }
     }
 
@@ -61,19 +68,33 @@ const STALL: Duration = Duration::from_millis(100);
 const CHUNK: usize = 64 * 1024;
 
 /// Plays `case` on `stream` (TLS over the non-blocking socket `fd`) until `until`.
-pub(crate) fn play<S: Write>(
+pub(crate) fn play(
     case: Case,
     until: Instant,
-    stream: &mut S,
+    stream: &mut SslStream<Paced>,
     fd: RawFd,
     service_id: &str,
 ) -> Report {
     let mut report = Report::default();
+    if case == Case::CloseNotify {
+        stream.get_mut().hold();
+        let sent = stream.write_all(&[0x89, 4, b'p', b'i', b'n', b'g']).is_ok();
+        let _ = stream.shutdown();
+        let tcp = stream.get_ref().tcp().try_clone();
+        if sent && stream.get_mut().release().is_ok() {
+            report.frames = 1;
+            if let Ok(tcp) = tcp {
+                wait_for_close(tcp, fd, until);
+            }
+        }
+        return report;
+    }
     let mut next_id: u32 = 1;
     let mut chunk = Vec::with_capacity(CHUNK + 256);
     while Instant::now() < until {
         chunk.clear();
         match case {
+            Case::CloseNotify => return report,
             Case::PingFlood => {
                 let payload = [b'p'; 125];
                 while chunk.len() + 127 <= CHUNK {
@@ -113,6 +134,31 @@ pub(crate) fn play<S: Write>(
         }
     }
     report
+}
+
+/// Keeps the connection open, reading and dropping what the proxy sends, until it
+/// closes its side or `until` passes.
+fn wait_for_close(mut tcp: TcpStream, fd: RawFd, until: Instant) {
+    let mut set = PollSet::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        set.clear();
+        set.push(fd, Interest::READ);
+        if set.wait(Some(left)).is_err() {
+            return;
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Writes all of `buf` unless `until` passes or the connection fails; a wait of

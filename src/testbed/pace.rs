@@ -71,11 +71,31 @@ impl Bucket {
 pub(crate) struct Paced {
     tcp: TcpStream,
     bucket: Option<Bucket>,
+    /// While `Some`, writes collect here (see [`Paced::hold`]).
+    held: Option<Vec<u8>>,
 }
 
 impl Paced {
     pub(crate) fn new(tcp: TcpStream) -> Paced {
-        Paced { tcp, bucket: None }
+        Paced {
+            tcp,
+            bucket: None,
+            held: None,
+        }
+    }
+
+    /// Collects writes from now on, so that several TLS records can leave in one send
+    /// ([`Paced::release`]): the peer then reads them in one read.
+    pub(crate) fn hold(&mut self) {
+        self.held.get_or_insert_with(Vec::new);
+    }
+
+    /// Sends what [`Paced::hold`] collected in one write (blocking) and stops holding.
+    pub(crate) fn release(&mut self) -> io::Result<()> {
+        match self.held.take() {
+            Some(b) => self.tcp.write_all(&b),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn tcp(&self) -> &TcpStream {
@@ -117,6 +137,10 @@ impl Read for Paced {
 
 impl Write for Paced {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(h) = &mut self.held {
+            h.extend_from_slice(buf);
+            return Ok(buf.len());
+        }
         self.tcp.write(buf)
     }
 

@@ -180,9 +180,10 @@ impl Link {
         while self.rlen < self.rbuf.len() {
             match self.tls.read(&mut self.rbuf[self.rlen..]) {
                 Ok(0) => {
-                    // What came before the end (a close frame, say) is handled first.
+                    // What came before the end (a close frame, say) is handled first;
+                    // the end itself at the next round, without waiting for poll: a
+                    // close_notify read together with data leaves the socket silent.
                     self.eof = true;
-                    self.maybe_readable = false;
                     break;
                 }
                 Ok(n) => {
