@@ -78,8 +78,8 @@ pub(crate) const MAX_COMMANDS: usize = 1024;
 /// What a name lookup is for.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Lookup {
-    /// A destination connect.
-    Conn(LocalId),
+    /// Destination connects: every connection whose state waits for the ticket.
+    Conns,
     /// A source listener's bind address (index into the listeners).
     Listener(usize),
 }

@@ -194,3 +194,87 @@ fn a_close_notify_read_with_data_ends_the_connection_at_once() {
         assert_eq!(dst.count("the connection closed"), 1);
     });
 }
+
+/// Threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the proxy runs")
+        .count()
+}
+
+#[test]
+fn starts_and_resets_of_a_target_whose_lookup_hangs_keep_one_lookup_thread() {
+    use localproxy::protocol::{Type, SUBPROTOCOL_V3};
+    use localproxy::testbed::scripted::{self, Scripted};
+    let test = "starts_and_resets_of_a_target_whose_lookup_hangs_keep_one_lookup_thread";
+    if !is_root() {
+        return skip(test, "root (for unshare --mount)");
+    }
+    if !have("unshare") {
+        return skip(test, "unshare (apt-get install util-linux)");
+    }
+    watchdog(LIMIT, || {
+        // A name server on loopback that never answers, in a resolv.conf that only the
+        // destination sees (its own mount namespace): looking up slow.invalid hangs
+        // for 20 s, while the endpoint (localhost) still comes from /etc/hosts.
+        let black_hole = std::net::UdpSocket::bind("127.53.0.1:53").expect("bind 127.53.0.1:53");
+        let r = Rig::new("hostile-lookup", &["A", "B"], &[]);
+        let resolv = r.dir.join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            "nameserver 127.53.0.1\noptions timeout:20 attempts:1\n",
+        )
+        .unwrap();
+        let echo = echo_server();
+        let mapping = format!("A=slow.invalid:22,B=127.0.0.1:{}", echo.port);
+        let mut args = r.args(&["-d", &mapping]);
+        let script = "mount --bind \"$0\" /etc/resolv.conf || exit 97; exec \"$@\"";
+        let mut prefix = vec!["--mount", "--propagation", "private", "sh", "-c", script];
+        let resolv = resolv.display().to_string();
+        prefix.push(&resolv);
+        prefix.push(env!("CARGO_BIN_EXE_localproxy"));
+        let a: Vec<&str> = args.iter_mut().map(|s| s.as_str()).collect();
+        let dst = Proxy::start_program(
+            "unshare",
+            &prefix,
+            &a,
+            &[("AWSIOT_TUNNEL_ACCESS_TOKEN", &r.t.destination_token)],
+        );
+        dst.wait_line("tunnel ready");
+        let before = threads(dst.pid());
+        let mut sc = Scripted::connect(&r.tb, &r.t.source_token, Mode::Source, SUBPROTOCOL_V3)
+            .expect("connect the scripted source");
+        sc.service_ids(WAIT).unwrap();
+        // 200 connections to A started and reset at once, all waiting for one name.
+        sc.queue(&scripted::message(Type::StreamStart, 1, "A", 1))
+            .unwrap();
+        for cid in 2..=200u32 {
+            sc.queue(&scripted::message(Type::ConnectionStart, 1, "A", cid))
+                .unwrap();
+            sc.queue(&scripted::message(Type::ConnectionReset, 1, "A", cid))
+                .unwrap();
+        }
+        sc.flush().unwrap();
+        // An echo on B afterwards: once it is back, the destination has handled every
+        // start and reset before it, and its local thread every connect.
+        sc.send(&scripted::message(Type::StreamStart, 2, "B", 1))
+            .unwrap();
+        let data = pattern(10_000, 5);
+        sc.send(&scripted::data(2, "B", 1, &data)).unwrap();
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            let m = sc
+                .next_where(WAIT, |m| m.kind == Type::Data && m.service_id == "B")
+                .expect("the echo on B");
+            got.extend_from_slice(&m.payload);
+        }
+        assert!(got == data, "the echo on B differs");
+        let after = threads(dst.pid());
+        eprintln!("lookup flood: destination threads {before} before, {after} after 200 starts and resets");
+        assert!(
+            after <= before + 1,
+            "{after} threads after, {before} before: a lookup thread per connection"
+        );
+        drop(black_hole);
+    });
+}

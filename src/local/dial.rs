@@ -25,9 +25,18 @@ impl LocalThread {
                     self.resolved(local, Ok(vec![SocketAddr::new(ip, port)]));
                     return;
                 }
-                // getaddrinfo blocks; never on this thread.
-                match self.start_lookup(Lookup::Conn(local), &host, port) {
+                // getaddrinfo blocks; never on this thread. A lookup of the same name
+                // already under way answers this connection too.
+                let key = (host, port);
+                if let Some(&ticket) = self.lookups.get(&key) {
+                    if let Some(c) = self.conns.get_mut(&local) {
+                        c.state = State::Resolving { ticket };
+                    }
+                    return;
+                }
+                match self.start_lookup(Lookup::Conns, &key.0, port) {
                     Ok(ticket) => {
+                        self.lookups.insert(key, ticket);
                         if let Some(c) = self.conns.get_mut(&local) {
                             c.state = State::Resolving { ticket };
                         }

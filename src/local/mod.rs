@@ -150,6 +150,10 @@ pub(crate) struct LocalThread {
     next_accept_id: LocalId,
     /// The last lookup ticket handed out.
     last_ticket: u64,
+    /// Destination targets being looked up, and the ticket every connection waiting
+    /// for that name shares: one lookup thread per name in flight, however many
+    /// connections a peer starts and resets meanwhile.
+    lookups: HashMap<(String, u16), u64>,
     stopping: Option<Instant>,
 }
 
@@ -175,6 +179,7 @@ impl LocalThread {
             dirty: Vec::new(),
             next_accept_id: ACCEPTED_ID_BASE + 1,
             last_ticket: 0,
+            lookups: HashMap::new(),
             stopping: None,
         }
     }
@@ -370,15 +375,25 @@ impl LocalThread {
                 }
             }
             ToLocal::Resolved {
-                of: Lookup::Conn(local),
+                of: Lookup::Conns,
                 ticket,
                 addrs,
             } => {
-                let awaited = self.conns.get(&local).is_some_and(
-                    |c| matches!(c.state, State::Resolving { ticket: t } if t == ticket),
-                );
-                if awaited {
-                    self.resolved(local, addrs);
+                self.lookups.retain(|_, t| *t != ticket);
+                let waiting: Vec<LocalId> = self
+                    .conns
+                    .iter()
+                    .filter(
+                        |(_, c)| matches!(c.state, State::Resolving { ticket: t } if t == ticket),
+                    )
+                    .map(|(&id, _)| id)
+                    .collect();
+                for local in waiting {
+                    let copy = match &addrs {
+                        Ok(a) => Ok(a.clone()),
+                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    };
+                    self.resolved(local, copy);
                 }
             }
             ToLocal::Resolved {
