@@ -278,3 +278,42 @@ fn starts_and_resets_of_a_target_whose_lookup_hangs_keep_one_lookup_thread() {
         drop(black_hole);
     });
 }
+
+#[test]
+fn a_session_that_got_ready_and_failed_in_one_read_resets_the_backoff() {
+    watchdog(LIMIT, || {
+        // Four sessions in a row get SERVICE_IDS and a broken frame in one send. Each
+        // was ready, so each retry waits the first delay, not a growing one (with a
+        // 1 s base and a 60 s ceiling, a growing one would be 1-2 s, 1-4 s, 1-8 s).
+        let r = Rig::new(
+            "hostile-ready",
+            &["SSH"],
+            &[
+                ("websocket.retry_delay_ms", "1000"),
+                ("websocket.retry_max_delay_ms", "60000"),
+            ],
+        );
+        r.tb.set_hostile_times(
+            Mode::Destination,
+            Some((Case::ReadyThenGarbage, Duration::from_secs(60))),
+            4,
+        );
+        let echo = echo_server();
+        let dst = r.destination(&format!("SSH={}", echo.port), &[]);
+        dst.wait_nth_line("tunnel ready", 5);
+        let port = free_port();
+        let _src = r.source(&format!("SSH={port}"), &[]);
+        echo_check(port, &pattern(64 << 10, 3));
+        assert_eq!(dst.count("a masked frame from the server"), 4);
+        let waits: Vec<String> = dst
+            .log()
+            .into_iter()
+            .filter(|l| l.contains("next attempt in"))
+            .collect();
+        assert_eq!(waits.len(), 4, "{waits:#?}");
+        assert!(
+            waits.iter().all(|l| l.ends_with("next attempt in 1.0 s")),
+            "{waits:#?}"
+        );
+    });
+}

@@ -27,6 +27,9 @@ pub enum Case {
     /// A ping frame and TLS's close_notify in one TCP send, the TCP connection left open:
     /// the proxy must act on the close at once, not at its next ping or dead-peer check.
     CloseNotify,
+    /// SERVICE_IDS and, in the same send, a masked frame (a protocol error): the
+    /// session was ready and failed in one read, which counts as ready for the backoff.
+    ReadyThenGarbage,
     /// A STREAM_START, then CONNECTION_STARTs on that stream (new connection ids, the
     /// first service) as fast as the socket takes them, never reading the
     /// CONNECTION_RESETs they cause once the destination's connection limit is reached.
@@ -34,14 +37,26 @@ pub enum Case {
 }
 
 impl Case {
-    pub const ALL: [Case; 3] = [Case::PingFlood, Case::StartFlood, Case::CloseNotify];
+    pub const ALL: [Case; 4] = [
+        Case::PingFlood,
+        Case::StartFlood,
+        Case::CloseNotify,
+        Case::ReadyThenGarbage,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Case::PingFlood => "ping-flood",
             Case::StartFlood => "start-flood",
             Case::CloseNotify => "close-notify",
+            Case::ReadyThenGarbage => "ready-then-garbage",
         }
+    }
+
+    /// Whether the case's first bytes must leave in the same send as SERVICE_IDS (the
+    /// testbed holds its writes until the case releases them).
+    pub(crate) fn sends_with_service_ids(self) -> bool {
+        self == Case::ReadyThenGarbage
     }
 
     pub fn parse(s: &str) -> Option<Case> {
@@ -76,6 +91,19 @@ pub(crate) fn play(
     service_id: &str,
 ) -> Report {
     let mut report = Report::default();
+    if case == Case::ReadyThenGarbage {
+        // A masked binary frame: servers must not mask.
+        let sent = stream
+            .write_all(&[0x82, 0x84, 1, 2, 3, 4, 5, 6, 7, 8])
+            .is_ok();
+        if sent && stream.get_mut().release().is_ok() {
+            report.frames = 1;
+            if let Ok(tcp) = stream.get_ref().tcp().try_clone() {
+                wait_for_close(tcp, fd, until);
+            }
+        }
+        return report;
+    }
     if case == Case::CloseNotify {
         stream.get_mut().hold();
         let sent = stream.write_all(&[0x89, 4, b'p', b'i', b'n', b'g']).is_ok();
@@ -94,7 +122,7 @@ pub(crate) fn play(
     while Instant::now() < until {
         chunk.clear();
         match case {
-            Case::CloseNotify => return report,
+            Case::CloseNotify | Case::ReadyThenGarbage => return report,
             Case::PingFlood => {
                 let payload = [b'p'; 125];
                 while chunk.len() + 127 <= CHUNK {

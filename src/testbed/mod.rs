@@ -231,8 +231,13 @@ impl Testbed {
     /// The next peer of mode `m` to connect plays `case` for `duration` instead of
     /// relaying, then its connection is dropped; later connections are served normally.
     pub fn set_hostile(&self, m: Mode, case: Option<(hostile::Case, Duration)>) {
+        self.set_hostile_times(m, case, 1);
+    }
+
+    /// [`Testbed::set_hostile`] for the next `times` connections of mode `m`.
+    pub fn set_hostile_times(&self, m: Mode, case: Option<(hostile::Case, Duration)>, times: u32) {
         let mut st = self.shared.lock();
-        st.hostile[idx(m)] = case;
+        st.hostile[idx(m)] = case.filter(|_| times > 0).map(|(c, d)| (c, d, times));
         st.hostile_report = None;
     }
 

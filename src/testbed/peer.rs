@@ -203,7 +203,15 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<SslContex
     };
     let (services, hostile) = {
         let mut st = shared.lock();
-        let hostile = st.hostile[idx(a.mode)].take();
+        let hostile = match st.hostile[idx(a.mode)].take() {
+            Some((case, d, times)) => {
+                if times > 1 {
+                    st.hostile[idx(a.mode)] = Some((case, d, times - 1));
+                }
+                Some((case, d))
+            }
+            None => None,
+        };
         let Some(ts) = st.tunnels.get_mut(&a.tunnel) else {
             return;
         };
@@ -242,6 +250,10 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<SslContex
         }
     }
     if let Some((case, duration)) = hostile {
+        if case.sends_with_service_ids() {
+            // The case's first bytes leave in the same send as SERVICE_IDS.
+            ws.get_mut().get_mut().hold();
+        }
         let _ = ws.flush();
         let fd = ws.get_ref().get_ref().tcp().as_raw_fd();
         let service = services.first().map(String::as_str).unwrap_or("");

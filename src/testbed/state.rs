@@ -90,7 +90,7 @@ pub(crate) struct State {
     pub stats: Stats,
     /// What the next peer of each mode plays instead of relaying (see `hostile`), and
     /// for how long; taken when it connects.
-    pub hostile: [Option<(super::hostile::Case, Duration)>; 2],
+    pub hostile: [Option<(super::hostile::Case, Duration, u32)>; 2],
     /// What the last hostile case did.
     pub hostile_report: Option<super::hostile::Report>,
 }

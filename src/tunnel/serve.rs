@@ -246,6 +246,8 @@ impl TunnelThread {
             Ok(mut link) => self.serve_link(&mut link, version, &mut ever_ready),
             Err(e) => End::Lost(format!("connection error: {e}")),
         };
+        // Ready and failed in the same read still counts as ready.
+        ever_ready |= self.session.is_ready();
         self.shared.tunnel_ready.store(false, Ordering::SeqCst);
         let mut outs = std::mem::take(&mut self.outs);
         outs.clear();

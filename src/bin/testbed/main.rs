@@ -32,7 +32,8 @@ Usage:
       --hostile CASE: the first proxy of each mode to connect is admitted, then, for
       30 s, gets CASE instead of a relay (ping-flood: pings without reading a pong;
       start-flood: connection starts without reading the resets; close-notify: a
-      ping and TLS close_notify in one send, TCP left open), then is dropped;
+      ping and TLS close_notify in one send, TCP left open; ready-then-garbage:
+      SERVICE_IDS and a masked frame in one send), then is dropped;
       its next connection is served normally.
       SIGUSR1 prints one `testbed stats:` line (relayed messages and bytes from
       sources and destinations, dropped messages, connected peers).
