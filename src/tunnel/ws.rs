@@ -83,6 +83,8 @@ pub(crate) enum Incoming<'a> {
 pub(crate) enum FrameError {
     /// A frame over websocket.max_frame_size.
     TooLarge { len: u64, max: u64 },
+    /// A fragmented message whose frames add up to more than websocket.max_frame_size.
+    MessageTooLarge { max: u64 },
     /// Against RFC 6455: reserved bits, unknown opcode, a masked frame from a server, a
     /// fragmented or long control frame, a continuation outside a message.
     Protocol(&'static str),
@@ -94,6 +96,10 @@ impl fmt::Display for FrameError {
             FrameError::TooLarge { len, max } => write!(
                 f,
                 "the service sent an oversized frame ({len} bytes, more than websocket.max_frame_size = {max})"
+            ),
+            FrameError::MessageTooLarge { max } => write!(
+                f,
+                "the service sent an oversized message (fragments adding up to more than websocket.max_frame_size = {max})"
             ),
             FrameError::Protocol(what) => write!(f, "WebSocket protocol error: {what}"),
         }
@@ -127,6 +133,8 @@ pub(crate) struct Reader {
     message: Message,
     /// The current text message has been reported.
     text_reported: bool,
+    /// Payload bytes of the current data message so far (its frames' lengths).
+    message_len: u64,
 }
 
 impl Reader {
@@ -136,6 +144,7 @@ impl Reader {
             state: State::Header,
             message: Message::None,
             text_reported: false,
+            message_len: 0,
         }
     }
 
@@ -247,6 +256,16 @@ impl Reader {
                 if len > self.max_frame {
                     return Err(FrameError::TooLarge {
                         len,
+                        max: self.max_frame,
+                    });
+                }
+                self.message_len = if opcode == OP_CONTINUATION {
+                    self.message_len.saturating_add(len)
+                } else {
+                    len
+                };
+                if self.message_len > self.max_frame {
+                    return Err(FrameError::MessageTooLarge {
                         max: self.max_frame,
                     });
                 }
@@ -535,5 +554,26 @@ mod tests {
             let f = server_frame(0x88, payload);
             assert_eq!(r.next(&f), Ok(Some((f.len(), Incoming::Close(want)))));
         }
+    }
+
+    #[test]
+    fn fragments_adding_up_past_the_limit_are_an_oversized_message() {
+        let mut r = Reader::new(100);
+        let mut bytes = server_frame(0x02, &[1; 60]);
+        bytes.extend(server_frame(0x00, &[2; 40]));
+        // 100 bytes so far: at the limit, fine.
+        let (data, _) = feed(&mut r, &bytes, bytes.len());
+        assert_eq!(data.len(), 100);
+        let more = server_frame(0x80, &[3; 1]);
+        assert_eq!(
+            r.next(&more),
+            Err(FrameError::MessageTooLarge { max: 100 })
+        );
+        // A new message starts the count again.
+        let mut r = Reader::new(100);
+        let mut bytes = server_frame(0x82, &[1; 100]);
+        bytes.extend(server_frame(0x82, &[2; 100]));
+        let (data, _) = feed(&mut r, &bytes, 7);
+        assert_eq!(data.len(), 200);
     }
 }
