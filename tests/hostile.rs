@@ -317,3 +317,39 @@ fn a_session_that_got_ready_and_failed_in_one_read_resets_the_backoff() {
         );
     });
 }
+
+#[test]
+fn repeated_service_ids_print_one_escaped_line_per_message_within_the_rate_limit() {
+    use localproxy::protocol::{Message, Type};
+    watchdog(LIMIT, || {
+        let echo = echo_server();
+        let r = Rig::new("hostile-ids", &["SSH"], &[]);
+        let dst = r.destination(&format!("SSH={}", echo.port), &[]);
+        // 10,000 copies of the tunnel's id and two of an id full of control characters,
+        // twenty times over.
+        let mut ids = vec!["SSH"; 10_000];
+        ids.extend(["\u{1b}[31mEVIL\r\nFAKE", "\u{1b}[31mEVIL\r\nFAKE"]);
+        let mut m = Message::new(Type::ServiceIds);
+        m.available_service_ids = ids;
+        for _ in 0..20 {
+            assert!(r.tb.inject_message(&r.t, Mode::Destination, &m));
+        }
+        dst.wait_line("more like this suppressed");
+        let lines: Vec<String> = dst
+            .log()
+            .into_iter()
+            .filter(|l| l.contains("more than once"))
+            .collect();
+        assert!(!lines.is_empty() && lines.len() <= 10, "{lines:#?}");
+        assert!(
+            lines[0].contains(r"SSH,\u{1b}[31mEVIL\r\nFAKE more than once"),
+            "{}",
+            lines[0]
+        );
+        assert!(!dst.log().iter().any(|l| l.starts_with("FAKE")));
+        // The tunnel goes on.
+        let port = free_port();
+        let _src = r.source(&format!("SSH={port}"), &[]);
+        echo_check(port, &pattern(64 << 10, 9));
+    });
+}

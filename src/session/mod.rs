@@ -140,9 +140,9 @@ impl fmt::Display for SessionError {
                 v.iter()
                     .map(|s| {
                         if s.is_empty() {
-                            "(unnamed)"
+                            "(unnamed)".to_string()
                         } else {
-                            s.as_str()
+                            printable_id(s)
                         }
                     })
                     .collect::<Vec<_>>()
@@ -166,11 +166,14 @@ impl fmt::Display for SessionError {
                  service id; use -y V2, or leave -y out (V3)",
                 list(ids)
             ),
-            SessionError::MissingTarget(id) => write!(
-                f,
-                "the tunnel announces service {id} but no destination is configured for it; \
+            SessionError::MissingTarget(id) => {
+                let id = printable_id(id);
+                write!(
+                    f,
+                    "the tunnel announces service {id} but no destination is configured for it; \
                  add {id}=host:port to -d or --config-dir"
-            ),
+                )
+            }
         }
     }
 }
@@ -589,6 +592,15 @@ pub(crate) fn describe_ids(ids: &[String]) -> String {
     if ids.iter().all(|i| i.is_empty()) {
         "(none: single unnamed service)".into()
     } else {
-        ids.join(", ")
+        ids.iter()
+            .map(|i| printable_id(i))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
+}
+
+/// A service id as the console shows it: the service's bytes, control characters (and
+/// quotes and backslashes) escaped, so an id cannot forge or garble a log line.
+pub(crate) fn printable_id(id: &str) -> String {
+    id.escape_debug().to_string()
 }

@@ -22,20 +22,36 @@ impl Session {
 
     pub(super) fn on_service_ids(&mut self, announced_raw: &[&str], out: &mut Vec<Output>) {
         let mut announced: Vec<String> = Vec::new();
-        for id in announced_raw {
-            if announced.iter().any(|a| a == id) {
-                log::warn!("the service announced service id {id} twice; using it once");
-            } else {
+        let mut repeated: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut seen_twice: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for &id in announced_raw {
+            if seen.insert(id) {
                 announced.push(id.to_string());
+            } else if seen_twice.insert(id) {
+                repeated.push(id.to_string());
             }
+        }
+        if !repeated.is_empty() {
+            // One line per message, rate-limited: one SERVICE_IDS can repeat an id
+            // thousands of times.
+            let shown: Vec<String> = repeated.iter().map(|r| super::printable_id(r)).collect();
+            crate::logging::peer_log!(
+                crate::logging::Noise::Malformed,
+                log::Level::Warn,
+                "the service announced service id(s) {} more than once; using each once",
+                shown.join(",")
+            );
         }
         if self.established {
             let current: Vec<String> = self.services.iter().map(|s| s.id.clone()).collect();
             if self.ready {
                 if !same_set(&current, &announced) {
-                    log::warn!(
+                    crate::logging::peer_log!(
+                        crate::logging::Noise::Malformed,
+                        log::Level::Warn,
                         "ignored SERVICE_IDS repeated mid-session with a different set ({})",
-                        announced.join(",")
+                        super::describe_ids(&announced)
                     );
                 }
                 return;

@@ -565,10 +565,7 @@ mod tests {
         let (data, _) = feed(&mut r, &bytes, bytes.len());
         assert_eq!(data.len(), 100);
         let more = server_frame(0x80, &[3; 1]);
-        assert_eq!(
-            r.next(&more),
-            Err(FrameError::MessageTooLarge { max: 100 })
-        );
+        assert_eq!(r.next(&more), Err(FrameError::MessageTooLarge { max: 100 }));
         // A new message starts the count again.
         let mut r = Reader::new(100);
         let mut bytes = server_frame(0x82, &[1; 100]);
