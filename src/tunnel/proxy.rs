@@ -254,7 +254,13 @@ pub(crate) fn connect_through<S: Read + Write>(
         }
     }
     let text = String::from_utf8_lossy(&head);
-    let status_line = text.lines().next().unwrap_or("").trim().to_string();
+    // Shown escaped and cut: it is the proxy's text, bound for a console.
+    let raw_status = text.lines().next().unwrap_or("").trim();
+    let mut status_line: String = raw_status.chars().take(120).collect();
+    if status_line.len() < raw_status.len() {
+        status_line.push_str("...");
+    }
+    let status_line = status_line.escape_debug().to_string();
     let code = status_line
         .split_whitespace()
         .nth(1)
@@ -274,6 +280,40 @@ pub(crate) fn connect_through<S: Read + Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A proxy's answer to read, and a sink for the request.
+    struct Canned(std::io::Cursor<Vec<u8>>);
+
+    impl Read for Canned {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl Write for Canned {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_status_line_reaches_the_console_escaped_and_cut() {
+        let p = parse_url("http://proxy:3128").unwrap();
+        let answer = |head: &str| {
+            let mut s = Canned(std::io::Cursor::new(head.as_bytes().to_vec()));
+            connect_through(&mut s, &p, "example.invalid", 443, Duration::from_secs(1))
+        };
+        let e = answer("HTTP/1.1 403 \u{1b}[2JForbidden\r\n\r\n").unwrap_err();
+        assert!(e.ends_with(r"403 \u{1b}[2JForbidden"), "{e}");
+        let long = format!("HTTP/1.1 502 {}\r\n\r\n", "x".repeat(500));
+        let e = answer(&long).unwrap_err();
+        assert!(e.ends_with("x..."), "{e}");
+        assert!(e.len() < 220, "{e}");
+        assert!(answer("HTTP/1.1 200 Connection established\r\n\r\n").is_ok());
+    }
 
     #[test]
     fn urls() {
