@@ -353,3 +353,132 @@ fn repeated_service_ids_print_one_escaped_line_per_message_within_the_rate_limit
         echo_check(port, &pattern(64 << 10, 9));
     });
 }
+
+/// What a frame case must make the proxy do.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// End the connection with one line containing this, then reconnect.
+    Error(&'static str),
+    /// Stay on the connection (logging this once, if given) until the testbed drops it.
+    Survive(Option<&'static str>),
+}
+
+const FRAME_CASES: [(Case, Expect); 14] = [
+    (
+        Case::ReadyThenGarbage,
+        Expect::Error("a masked frame from the server"),
+    ),
+    (Case::RsvBits, Expect::Error("reserved bits set")),
+    (Case::UnknownOpcode, Expect::Error("an unknown opcode")),
+    (
+        Case::LongControl,
+        Expect::Error("a fragmented or long control frame"),
+    ),
+    (
+        Case::FragmentedControl,
+        Expect::Error("a fragmented or long control frame"),
+    ),
+    (
+        Case::StrayContinuation,
+        Expect::Error("a continuation outside a message"),
+    ),
+    (
+        Case::DataInFragment,
+        Expect::Error("a new message before the last one ended"),
+    ),
+    (Case::TopBitLength, Expect::Error("oversized frame")),
+    (Case::TeraTrickle, Expect::Error("oversized frame")),
+    (Case::OverLimitFragments, Expect::Error("oversized message")),
+    (Case::EmptyFrames, Expect::Survive(None)),
+    (
+        Case::TextFrame,
+        Expect::Survive(Some("dropped a text frame")),
+    ),
+    (Case::TenThousandPings, Expect::Survive(None)),
+    (Case::UnsolicitedPong, Expect::Survive(None)),
+];
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the proxy runs");
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Plays every frame case against a proxy of `mode` (the other end is a healthy proxy
+/// of the other mode afterwards) and checks what each did.
+fn frame_cases(mode: Mode) {
+    let hold = Duration::from_secs(4);
+    for (case, expect) in FRAME_CASES {
+        let echo = echo_server();
+        let tag = format!("hostile-{}-{}", mode.as_str(), case.name());
+        let r = Rig::new(&tag, &["SSH"], &[]);
+        r.tb.set_recording(false);
+        r.tb.set_hostile(mode, Some((case, hold)));
+        let port = free_port();
+        let dst_map = format!("SSH={}", echo.port);
+        let src_map = format!("SSH={port}");
+        let hostile = match mode {
+            Mode::Destination => r.destination(&dst_map, &[]),
+            Mode::Source => r.source(&src_map, &[]),
+        };
+        let report =
+            r.tb.wait_hostile_report(hold + WAIT)
+                .expect("the case ended");
+        let (cpu, peak) = (
+            cpu_seconds(hostile.pid()),
+            status_kb(hostile.pid(), "VmHWM:"),
+        );
+        eprintln!(
+            "{} {}: {} bytes; proxy CPU {cpu:.2} s, peak RSS {peak} kB",
+            mode.as_str(),
+            case.name(),
+            report.bytes
+        );
+        assert!(report.frames > 0, "{}: nothing sent", case.name());
+        // The case lasts up to 4 s: a proxy that spun through it would use about that.
+        assert!(
+            cpu < 2.0,
+            "{}: {cpu:.2} CPU seconds: the proxy spins",
+            case.name()
+        );
+        assert!(peak < RSS_BOUND_KB, "{}: peak RSS {peak} kB", case.name());
+        hostile.wait_nth_line("tunnel ready", 2);
+        match expect {
+            Expect::Error(line) => {
+                assert_eq!(
+                    hostile.count(line),
+                    1,
+                    "{}: {:#?}",
+                    case.name(),
+                    hostile.log()
+                )
+            }
+            Expect::Survive(line) => {
+                // Dropped by the testbed, not given up by the proxy.
+                assert_eq!(hostile.count("the connection closed"), 1, "{}", case.name());
+                if let Some(line) = line {
+                    assert_eq!(hostile.count(line), 1, "{}", case.name());
+                }
+            }
+        }
+        let _healthy = match mode {
+            Mode::Destination => r.source(&src_map, &[]),
+            Mode::Source => r.destination(&dst_map, &[]),
+        };
+        echo_check(port, &pattern(256 << 10, 11));
+    }
+}
+
+#[test]
+fn every_frame_case_against_a_destination() {
+    watchdog(Duration::from_secs(400), || frame_cases(Mode::Destination));
+}
+
+#[test]
+fn every_frame_case_against_a_source() {
+    watchdog(Duration::from_secs(400), || frame_cases(Mode::Source));
+}

@@ -24,24 +24,64 @@ use std::time::{Duration, Instant};
 pub enum Case {
     /// 125-byte pings as fast as the socket takes them, never reading a pong.
     PingFlood,
+    /// A STREAM_START, then CONNECTION_STARTs on that stream (new connection ids, the
+    /// first service) as fast as the socket takes them, never reading the
+    /// CONNECTION_RESETs they cause once the destination's connection limit is reached.
+    StartFlood,
     /// A ping frame and TLS's close_notify in one TCP send, the TCP connection left open:
     /// the proxy must act on the close at once, not at its next ping or dead-peer check.
     CloseNotify,
     /// SERVICE_IDS and, in the same send, a masked frame (a protocol error): the
     /// session was ready and failed in one read, which counts as ready for the backoff.
     ReadyThenGarbage,
-    /// A STREAM_START, then CONNECTION_STARTs on that stream (new connection ids, the
-    /// first service) as fast as the socket takes them, never reading the
-    /// CONNECTION_RESETs they cause once the destination's connection limit is reached.
-    StartFlood,
+    /// A frame with a reserved bit set.
+    RsvBits,
+    /// A frame with an opcode RFC 6455 does not define.
+    UnknownOpcode,
+    /// A ping of 126 bytes (control frames carry at most 125).
+    LongControl,
+    /// A ping without FIN (control frames cannot be fragmented).
+    FragmentedControl,
+    /// A continuation frame while no message is open.
+    StrayContinuation,
+    /// A binary frame that opens a fragmented message, then a new binary message.
+    DataInFragment,
+    /// A 64-bit frame length with the top bit set.
+    TopBitLength,
+    /// A frame announcing 2^40 bytes, then its payload one byte per 200 ms.
+    TeraTrickle,
+    /// Three 60,000-byte fragments of one message: each under websocket.max_frame_size,
+    /// together over it.
+    OverLimitFragments,
+    /// 100,000 empty binary frames.
+    EmptyFrames,
+    /// A text frame.
+    TextFrame,
+    /// 10,000 pings in one go.
+    TenThousandPings,
+    /// A pong nobody asked for, with a non-numeric payload.
+    UnsolicitedPong,
 }
 
 impl Case {
-    pub const ALL: [Case; 4] = [
+    pub const ALL: [Case; 17] = [
         Case::PingFlood,
         Case::StartFlood,
         Case::CloseNotify,
         Case::ReadyThenGarbage,
+        Case::RsvBits,
+        Case::UnknownOpcode,
+        Case::LongControl,
+        Case::FragmentedControl,
+        Case::StrayContinuation,
+        Case::DataInFragment,
+        Case::TopBitLength,
+        Case::TeraTrickle,
+        Case::OverLimitFragments,
+        Case::EmptyFrames,
+        Case::TextFrame,
+        Case::TenThousandPings,
+        Case::UnsolicitedPong,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,17 +90,72 @@ impl Case {
             Case::StartFlood => "start-flood",
             Case::CloseNotify => "close-notify",
             Case::ReadyThenGarbage => "ready-then-garbage",
+            Case::RsvBits => "rsv-bits",
+            Case::UnknownOpcode => "unknown-opcode",
+            Case::LongControl => "long-control",
+            Case::FragmentedControl => "fragmented-control",
+            Case::StrayContinuation => "stray-continuation",
+            Case::DataInFragment => "data-in-fragment",
+            Case::TopBitLength => "top-bit-length",
+            Case::TeraTrickle => "tera-trickle",
+            Case::OverLimitFragments => "over-limit-fragments",
+            Case::EmptyFrames => "empty-frames",
+            Case::TextFrame => "text-frame",
+            Case::TenThousandPings => "ten-thousand-pings",
+            Case::UnsolicitedPong => "unsolicited-pong",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Case> {
+        Case::ALL.into_iter().find(|c| c.name() == s)
     }
 
     /// Whether the case's first bytes must leave in the same send as SERVICE_IDS (the
     /// testbed holds its writes until the case releases them).
     pub(crate) fn sends_with_service_ids(self) -> bool {
-        self == Case::ReadyThenGarbage
+        self.frames().is_some()
     }
 
-    pub fn parse(s: &str) -> Option<Case> {
-        Case::ALL.into_iter().find(|c| c.name() == s)
+    /// The bytes of the cases that are a fixed run of frames (sent right behind
+    /// SERVICE_IDS; then the connection is held open until the proxy closes it or the
+    /// case's time is up).
+    pub fn frames(self) -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        match self {
+            Case::PingFlood | Case::StartFlood | Case::CloseNotify => return None,
+            Case::ReadyThenGarbage => v.extend_from_slice(&[0x82, 0x84, 1, 2, 3, 4, 5, 6, 7, 8]),
+            Case::RsvBits => v.extend_from_slice(&[0xC2, 0x00]),
+            Case::UnknownOpcode => v.extend_from_slice(&[0x83, 0x00]),
+            Case::LongControl => {
+                v.extend_from_slice(&[0x89, 126, 0, 126]);
+                v.extend_from_slice(&[b'p'; 126]);
+            }
+            Case::FragmentedControl => v.extend_from_slice(&[0x09, 0x00]),
+            Case::StrayContinuation => v.extend_from_slice(&[0x80, 0x00]),
+            Case::DataInFragment => v.extend_from_slice(&[0x02, 0x01, 0x00, 0x82, 0x00]),
+            Case::TopBitLength => v.extend_from_slice(&[0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 1]),
+            Case::TeraTrickle => v.extend_from_slice(&[0x82, 127, 0, 0, 1, 0, 0, 0, 0, 0]),
+            Case::OverLimitFragments => {
+                for b0 in [0x02, 0x00, 0x80] {
+                    v.extend_from_slice(&[b0, 126]);
+                    v.extend_from_slice(&60_000u16.to_be_bytes());
+                    v.extend_from_slice(&[0; 60_000]);
+                }
+            }
+            Case::EmptyFrames => {
+                for _ in 0..100_000 {
+                    v.extend_from_slice(&[0x82, 0x00]);
+                }
+            }
+            Case::TextFrame => v.extend_from_slice(&[0x81, 5, b'h', b'e', b'l', b'l', b'o']),
+            Case::TenThousandPings => {
+                for _ in 0..10_000 {
+                    v.extend_from_slice(&[0x89, 4, b'p', b'i', b'n', b'g']);
+                }
+            }
+            Case::UnsolicitedPong => v.extend_from_slice(&[0x8A, 3, b'a', b'b', b'c']),
+        }
+        Some(v)
     }
 }
 
@@ -91,13 +186,14 @@ pub(crate) fn play(
     service_id: &str,
 ) -> Report {
     let mut report = Report::default();
-    if case == Case::ReadyThenGarbage {
-        // A masked binary frame: servers must not mask.
-        let sent = stream
-            .write_all(&[0x82, 0x84, 1, 2, 3, 4, 5, 6, 7, 8])
-            .is_ok();
+    if let Some(frames) = case.frames() {
+        let sent = stream.write_all(&frames).is_ok();
         if sent && stream.get_mut().release().is_ok() {
             report.frames = 1;
+            report.bytes = frames.len() as u64;
+            if case == Case::TeraTrickle {
+                trickle(stream, fd, until);
+            }
             if let Ok(tcp) = stream.get_ref().tcp().try_clone() {
                 wait_for_close(tcp, fd, until);
             }
@@ -122,7 +218,6 @@ pub(crate) fn play(
     while Instant::now() < until {
         chunk.clear();
         match case {
-            Case::CloseNotify | Case::ReadyThenGarbage => return report,
             Case::PingFlood => {
                 let payload = [b'p'; 125];
                 while chunk.len() + 127 <= CHUNK {
@@ -156,12 +251,31 @@ pub(crate) fn play(
                 chunk.extend_from_slice(&body);
                 report.frames += 1;
             }
+            _ => return report,
         }
         if write_until(stream, fd, &chunk, until, &mut report).is_err() {
             break;
         }
     }
     report
+}
+
+/// The payload of [`Case::TeraTrickle`]'s frame, one byte per 200 ms, until the proxy
+/// closes the connection or `until` passes.
+fn trickle(stream: &mut SslStream<Paced>, fd: RawFd, until: Instant) {
+    let mut set = PollSet::new();
+    while Instant::now() < until {
+        if stream.write_all(b"t").is_err() {
+            return;
+        }
+        set.clear();
+        set.push(fd, Interest::READ);
+        // Readable means the proxy said something (it closed): stop trickling.
+        match set.wait(Some(Duration::from_millis(200))) {
+            Ok(0) => {}
+            _ => return,
+        }
+    }
 }
 
 /// Keeps the connection open, reading and dropping what the proxy sends, until it

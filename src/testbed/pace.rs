@@ -90,12 +90,31 @@ impl Paced {
         self.held.get_or_insert_with(Vec::new);
     }
 
-    /// Sends what [`Paced::hold`] collected in one write (blocking) and stops holding.
+    /// Sends what [`Paced::hold`] collected, in one write where the socket takes it all
+    /// (waiting for room, 10 s at most per wait), and stops holding.
     pub(crate) fn release(&mut self) -> io::Result<()> {
-        match self.held.take() {
-            Some(b) => self.tcp.write_all(&b),
-            None => Ok(()),
+        use std::os::fd::AsRawFd;
+        let Some(b) = self.held.take() else {
+            return Ok(());
+        };
+        let mut at = 0;
+        let mut set = crate::sys::PollSet::new();
+        while at < b.len() {
+            match self.tcp.write(&b[at..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    set.clear();
+                    set.push(self.tcp.as_raw_fd(), crate::sys::Interest::WRITE);
+                    if set.wait(Some(Duration::from_secs(10)))? == 0 {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 
     pub(crate) fn tcp(&self) -> &TcpStream {

@@ -30,11 +30,12 @@ Usage:
       --relay-rate reads each proxy's connection at most MIBPS MiB/s in reads of at
       most 16 KiB (the internet draining the relay: the proxies' TLS sockets fill).
       --hostile CASE: the first proxy of each mode to connect is admitted, then, for
-      30 s, gets CASE instead of a relay (ping-flood: pings without reading a pong;
-      start-flood: connection starts without reading the resets; close-notify: a
-      ping and TLS close_notify in one send, TCP left open; ready-then-garbage:
-      SERVICE_IDS and a masked frame in one send), then is dropped;
-      its next connection is served normally.
+      30 s, gets CASE instead of a relay, then is dropped; its next connection is
+      served normally. Floods: ping-flood, start-flood (without reading what they
+      cause); close-notify; broken or odd frames: ready-then-garbage, rsv-bits,
+      unknown-opcode, long-control, fragmented-control, stray-continuation,
+      data-in-fragment, top-bit-length, tera-trickle, over-limit-fragments,
+      empty-frames, text-frame, ten-thousand-pings, unsolicited-pong.
       SIGUSR1 prints one `testbed stats:` line (relayed messages and bytes from
       sources and destinations, dropped messages, connected peers).
       Stop with Ctrl-C.
