@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use localproxy::testbed::hostile::{Case, Report};
+use localproxy::testbed::hostile::{Answer, Case, Report};
 use localproxy::testbed::Mode;
 use std::time::Duration;
 
@@ -481,4 +481,94 @@ fn every_frame_case_against_a_destination() {
 #[test]
 fn every_frame_case_against_a_source() {
     watchdog(Duration::from_secs(400), || frame_cases(Mode::Source));
+}
+
+/// What an answer case must make the proxy do.
+#[derive(Clone, Copy)]
+enum Then {
+    /// One failed attempt, its line containing this, then a good session.
+    Retry(&'static str),
+    /// Exit with this code.
+    Exit(i32),
+    /// A good session at once.
+    Works,
+}
+
+const ANSWER_CASES: [(Answer, Then); 18] = [
+    (Answer::TlsClose, Then::Retry("TLS")),
+    (Answer::TlsGarbage, Then::Retry("TLS")),
+    (Answer::NoAccept, Then::Retry("Sec-WebSocket-Accept")),
+    (Answer::WrongAccept, Then::Retry("Sec-WebSocket-Accept")),
+    (Answer::NoSubprotocol, Then::Retry("subprotocol")),
+    (Answer::OtherSubprotocol, Then::Retry("subprotocol")),
+    (Answer::Extension, Then::Retry("extension")),
+    (Answer::Http10Ok, Then::Retry("200")),
+    (Answer::LongHeader, Then::Retry("longer than")),
+    (Answer::ManyHeaders, Then::Retry("longer than")),
+    (Answer::GarbageStatus, Then::Retry("SSH-2.0")),
+    (Answer::TrickleHeader, Then::Retry("deadline")),
+    (Answer::Moved, Then::Retry("301")),
+    (Answer::ServerError, Then::Retry("500")),
+    (Answer::Unauthorized, Then::Exit(3)),
+    (Answer::RequestTimeout, Then::Retry("408")),
+    (Answer::TooManyRequests, Then::Retry("429")),
+    (Answer::Coalesced101, Then::Works),
+];
+
+/// Gives a proxy of `mode` each bad answer on its first attempt and checks what it did.
+fn answer_cases(mode: Mode) {
+    for (answer, then) in ANSWER_CASES {
+        let echo = echo_server();
+        let tag = format!("answer-{}-{}", mode.as_str(), answer.name());
+        // A short connect deadline for the trickle; fast retries for the rest.
+        let r = Rig::new(&tag, &["SSH"], &[("websocket.connect_timeout_ms", "2000")]);
+        r.tb.queue_answer(answer);
+        let port = free_port();
+        let dst_map = format!("SSH={}", echo.port);
+        let src_map = format!("SSH={port}");
+        let (mine, token) = match mode {
+            Mode::Destination => (vec!["-d", &dst_map], &r.t.destination_token),
+            Mode::Source => (vec!["-s", &src_map, "-b", "127.0.0.1"], &r.t.source_token),
+        };
+        let mut p = r.start(&mine, token, &[]);
+        match then {
+            Then::Exit(code) => {
+                assert_eq!(p.exit_code(), code, "{}: {:#?}", answer.name(), p.log());
+                continue;
+            }
+            Then::Works => {}
+            Then::Retry(_) => {}
+        }
+        p.wait_line("tunnel ready");
+        let failed: Vec<String> = p
+            .log()
+            .into_iter()
+            .filter(|l| l.contains("cannot connect to"))
+            .collect();
+        eprintln!("{} {}: {failed:?}", mode.as_str(), answer.name());
+        match then {
+            Then::Retry(what) => {
+                assert_eq!(failed.len(), 1, "{}: {failed:#?}", answer.name());
+                assert!(failed[0].contains(what), "{}: {}", answer.name(), failed[0]);
+                assert!(failed[0].len() < 300, "{}: {}", answer.name(), failed[0]);
+            }
+            Then::Works => assert!(failed.is_empty(), "{}: {failed:#?}", answer.name()),
+            Then::Exit(_) => {}
+        }
+        let _healthy = match mode {
+            Mode::Destination => r.source(&src_map, &[]),
+            Mode::Source => r.destination(&dst_map, &[]),
+        };
+        echo_check(port, &pattern(64 << 10, 12));
+    }
+}
+
+#[test]
+fn every_bad_answer_to_a_destination_attempt() {
+    watchdog(Duration::from_secs(400), || answer_cases(Mode::Destination));
+}
+
+#[test]
+fn every_bad_answer_to_a_source_attempt() {
+    watchdog(Duration::from_secs(400), || answer_cases(Mode::Source));
 }

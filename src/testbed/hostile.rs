@@ -159,6 +159,213 @@ impl Case {
     }
 }
 
+/// A bad answer to a connection attempt, before any WebSocket exists: the TLS
+/// handshake or the HTTP upgrade. Queued answers are given to the next connections in
+/// turn, whatever their mode; later connections are served normally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// TCP closed once the ClientHello arrived.
+    TlsClose,
+    /// Bytes that are not TLS instead of a ServerHello.
+    TlsGarbage,
+    /// A 101 without Sec-WebSocket-Accept.
+    NoAccept,
+    /// A 101 with an accept value for another key.
+    WrongAccept,
+    /// A 101 without Sec-WebSocket-Protocol.
+    NoSubprotocol,
+    /// A 101 naming a subprotocol the proxy did not offer.
+    OtherSubprotocol,
+    /// A 101 naming an extension the proxy did not ask for.
+    Extension,
+    /// `HTTP/1.0 200 OK`.
+    Http10Ok,
+    /// A 101 with a 1 MiB header line and no CRLF.
+    LongHeader,
+    /// A 101 with 10,000 header lines.
+    ManyHeaders,
+    /// A status line that is not HTTP.
+    GarbageStatus,
+    /// A good 101, one byte every 200 ms.
+    TrickleHeader,
+    /// 301 Moved Permanently, with a Location.
+    Moved,
+    /// 500 Internal Server Error.
+    ServerError,
+    /// 401 Unauthorized (a bad token: the proxy exits 3).
+    Unauthorized,
+    /// 408 Request Timeout.
+    RequestTimeout,
+    /// 429 Too Many Requests.
+    TooManyRequests,
+    /// A normal upgrade whose 101 and first frames (SERVICE_IDS) leave in one send.
+    Coalesced101,
+}
+
+impl Answer {
+    pub const ALL: [Answer; 18] = [
+        Answer::TlsClose,
+        Answer::TlsGarbage,
+        Answer::NoAccept,
+        Answer::WrongAccept,
+        Answer::NoSubprotocol,
+        Answer::OtherSubprotocol,
+        Answer::Extension,
+        Answer::Http10Ok,
+        Answer::LongHeader,
+        Answer::ManyHeaders,
+        Answer::GarbageStatus,
+        Answer::TrickleHeader,
+        Answer::Moved,
+        Answer::ServerError,
+        Answer::Unauthorized,
+        Answer::RequestTimeout,
+        Answer::TooManyRequests,
+        Answer::Coalesced101,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Answer::TlsClose => "tls-close",
+            Answer::TlsGarbage => "tls-garbage",
+            Answer::NoAccept => "no-accept",
+            Answer::WrongAccept => "wrong-accept",
+            Answer::NoSubprotocol => "no-subprotocol",
+            Answer::OtherSubprotocol => "other-subprotocol",
+            Answer::Extension => "extension",
+            Answer::Http10Ok => "http10-200",
+            Answer::LongHeader => "long-header",
+            Answer::ManyHeaders => "many-headers",
+            Answer::GarbageStatus => "garbage-status",
+            Answer::TrickleHeader => "trickle-header",
+            Answer::Moved => "moved-301",
+            Answer::ServerError => "error-500",
+            Answer::Unauthorized => "unauthorized-401",
+            Answer::RequestTimeout => "timeout-408",
+            Answer::TooManyRequests => "too-many-429",
+            Answer::Coalesced101 => "coalesced-101",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Answer> {
+        Answer::ALL.into_iter().find(|a| a.name() == s)
+    }
+
+    /// The HTTP answer's bytes, for the answers that are one (`accept` is the right
+    /// accept value for the request's key, `proto` the first subprotocol it offered).
+    pub(crate) fn http(self, accept: &str, proto: &str) -> Option<Vec<u8>> {
+        let switch = |extra: &str| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
+            )
+        };
+        let text = match self {
+            Answer::TlsClose | Answer::TlsGarbage | Answer::Coalesced101 => return None,
+            Answer::NoAccept => switch(&format!("Sec-WebSocket-Protocol: {proto}\r\n")),
+            Answer::WrongAccept => switch(&format!(
+                "Sec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: {proto}\r\n"
+            )),
+            Answer::NoSubprotocol => switch(&format!("Sec-WebSocket-Accept: {accept}\r\n")),
+            Answer::OtherSubprotocol => switch(&format!(
+                "Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\n"
+            )),
+            Answer::Extension => switch(&format!(
+                "Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {proto}\r\n\
+                 Sec-WebSocket-Extensions: permessage-deflate\r\n"
+            )),
+            Answer::Http10Ok => "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n".into(),
+            Answer::LongHeader => {
+                let mut t = "HTTP/1.1 101 Switching Protocols\r\nX-Long: ".to_string();
+                t.push_str(&"a".repeat(1 << 20));
+                t
+            }
+            Answer::ManyHeaders => {
+                let mut t = "HTTP/1.1 101 Switching Protocols\r\n".to_string();
+                t.push_str(&"X-Filler: yes\r\n".repeat(10_000));
+                t.push_str("\r\n");
+                t
+            }
+            Answer::GarbageStatus => "SSH-2.0-OpenSSH_9.2\r\n\r\n".into(),
+            Answer::TrickleHeader => switch(&format!(
+                "Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {proto}\r\n"
+            )),
+            Answer::Moved => "HTTP/1.1 301 Moved Permanently\r\nLocation: https://elsewhere.invalid/tunnel\r\nContent-Length: 0\r\n\r\n".into(),
+            Answer::ServerError => "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n".into(),
+            Answer::Unauthorized => "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".into(),
+            Answer::RequestTimeout => "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n".into(),
+            Answer::TooManyRequests => "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n".into(),
+        };
+        Some(text.into_bytes())
+    }
+}
+
+/// Plays an HTTP [`Answer`] on an accepted TLS stream (blocking, with the handshake's
+/// timeouts): reads the upgrade request, writes the answer (byte by byte, 200 ms apart,
+/// for [`Answer::TrickleHeader`]), then holds the connection until the proxy closes it
+/// or 60 s pass.
+pub(crate) fn answer_upgrade(answer: Answer, tls: &mut SslStream<Paced>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match tls.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let header = |name: &str| {
+        text.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let key = header("sec-websocket-key").unwrap_or_default();
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let proto = header("sec-websocket-protocol")
+        .and_then(|p| p.split(',').next().map(|s| s.trim().to_string()))
+        .unwrap_or_default();
+    let Some(bytes) = answer.http(&accept, &proto) else {
+        return;
+    };
+    if answer == Answer::TrickleHeader {
+        for b in bytes {
+            if tls.write_all(&[b]).and_then(|_| tls.flush()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    } else if tls.write_all(&bytes).and_then(|_| tls.flush()).is_err() {
+        return;
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until {
+        match tls.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Plays a TLS-level [`Answer`] on the raw TCP connection (blocking, with the
+/// handshake's timeouts).
+pub(crate) fn answer_tls(answer: Answer, tcp: &mut TcpStream) {
+    let mut hello = [0u8; 512];
+    if tcp.read(&mut hello).is_err() {
+        return;
+    }
+    if answer == Answer::TlsGarbage {
+        let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nthis is not TLS\r\n");
+    }
+    let _ = tcp.shutdown(std::net::Shutdown::Both);
+}
+
 /// What a case did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {

@@ -93,6 +93,7 @@ impl Testbed {
                 stats: Stats::default(),
                 hostile: [None, None],
                 hostile_report: None,
+                answers: Default::default(),
             }),
             cv: Condvar::new(),
         });
@@ -239,6 +240,12 @@ impl Testbed {
         let mut st = self.shared.lock();
         st.hostile[idx(m)] = case.filter(|_| times > 0).map(|(c, d)| (c, d, times));
         st.hostile_report = None;
+    }
+
+    /// The next connection attempt (any mode) gets `answer` instead of a good TLS
+    /// handshake or upgrade; several queued answers go to the attempts in turn.
+    pub fn queue_answer(&self, answer: hostile::Answer) {
+        self.shared.lock().answers.push_back(answer);
     }
 
     /// Waits until a hostile case has ended and returns what it did.

@@ -152,12 +152,27 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<SslContex
     {
         return;
     }
+    use super::hostile::{self, Answer};
+    let mut tcp = tcp;
+    let answer = shared.lock().answers.pop_front();
+    if let Some(a @ (Answer::TlsClose | Answer::TlsGarbage)) = answer {
+        hostile::answer_tls(a, &mut tcp);
+        return;
+    }
     let Ok(ssl) = Ssl::new(&acceptor) else {
         return;
     };
-    let Ok(tls) = ssl.accept(Paced::new(tcp)) else {
+    let Ok(mut tls) = ssl.accept(Paced::new(tcp)) else {
         return;
     };
+    match answer {
+        Some(Answer::Coalesced101) => tls.get_mut().hold(),
+        Some(a) => {
+            hostile::answer_upgrade(a, &mut tls);
+            return;
+        }
+        None => {}
+    }
     let mut admitted: Option<Admitted> = None;
     // The callback's signature is tungstenite's.
     #[allow(clippy::result_large_err)]
@@ -247,6 +262,13 @@ pub(crate) fn serve(shared: Arc<Shared>, tcp: TcpStream, acceptor: Arc<SslContex
         let mut buf = Vec::new();
         if codec::encode(&m, &mut buf).is_ok() {
             let _ = ws.write(Message::Binary(Bytes::from(buf)));
+        }
+    }
+    if answer == Some(Answer::Coalesced101) {
+        // The 101 and SERVICE_IDS leave in one send.
+        let _ = ws.flush();
+        if ws.get_mut().get_mut().release().is_err() {
+            return;
         }
     }
     if let Some((case, duration)) = hostile {

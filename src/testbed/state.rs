@@ -93,6 +93,8 @@ pub(crate) struct State {
     pub hostile: [Option<(super::hostile::Case, Duration, u32)>; 2],
     /// What the last hostile case did.
     pub hostile_report: Option<super::hostile::Report>,
+    /// Bad answers for the next connection attempts, in turn (see `hostile::Answer`).
+    pub answers: std::collections::VecDeque<super::hostile::Answer>,
 }
 
 pub(crate) struct Shared {

@@ -11,7 +11,7 @@ mod report;
 mod traffic;
 
 use localproxy::sys;
-use localproxy::testbed::hostile::Case;
+use localproxy::testbed::hostile::{Answer, Case};
 use localproxy::testbed::{Mode, Testbed};
 use std::path::PathBuf;
 
@@ -35,7 +35,11 @@ Usage:
       cause); close-notify; broken or odd frames: ready-then-garbage, rsv-bits,
       unknown-opcode, long-control, fragmented-control, stray-continuation,
       data-in-fragment, top-bit-length, tera-trickle, over-limit-fragments,
-      empty-frames, text-frame, ten-thousand-pings, unsolicited-pong.
+      empty-frames, text-frame, ten-thousand-pings, unsolicited-pong. Or the first
+      connection attempt gets a bad handshake: tls-close, tls-garbage, no-accept,
+      wrong-accept, no-subprotocol, other-subprotocol, extension, http10-200,
+      long-header, many-headers, garbage-status, trickle-header, moved-301,
+      error-500, unauthorized-401, timeout-408, too-many-429, coalesced-101 (good).
       SIGUSR1 prints one `testbed stats:` line (relayed messages and bytes from
       sources and destinations, dropped messages, connected peers).
       Stop with Ctrl-C.
@@ -153,14 +157,18 @@ fn serve(args: Vec<String>) -> i32 {
             return 2;
         }
     };
-    let hostile = match value(&args, "--hostile").map(|c| Case::parse(&c)) {
-        None => None,
-        Some(Some(c)) => Some((c, std::time::Duration::from_secs(30))),
-        Some(None) => {
-            let names: Vec<&str> = Case::ALL.iter().map(|c| c.name()).collect();
-            eprintln!("testbed serve: --hostile takes one of {}", names.join(", "));
-            return 2;
-        }
+    let (hostile, answer) = match value(&args, "--hostile") {
+        None => (None, None),
+        Some(name) => match (Case::parse(&name), Answer::parse(&name)) {
+            (Some(c), _) => (Some((c, std::time::Duration::from_secs(30))), None),
+            (None, Some(a)) => (None, Some(a)),
+            (None, None) => {
+                let mut names: Vec<&str> = Case::ALL.iter().map(|c| c.name()).collect();
+                names.extend(Answer::ALL.iter().map(|a| a.name()));
+                eprintln!("testbed serve: --hostile takes one of {}", names.join(", "));
+                return 2;
+            }
+        },
     };
     let tb = match Testbed::start_on(&dir, &listen) {
         Ok(t) => t,
@@ -171,6 +179,9 @@ fn serve(args: Vec<String>) -> i32 {
     };
     for m in [Mode::Source, Mode::Destination] {
         tb.set_hostile(m, hostile);
+    }
+    if let Some(a) = answer {
+        tb.queue_answer(a);
     }
     tb.set_delay(std::time::Duration::from_millis(delay));
     tb.set_relay_rate(relay_rate);
