@@ -4,8 +4,10 @@
 //! Written here rather than left to tungstenite's client because the data phase does
 //! its own framing (`ws.rs`): whatever the service sends right behind the `101`
 //! (SERVICE_IDS, usually in the same TLS record) must come back to the caller, and
-//! tungstenite keeps it inside its own WebSocket object. tungstenite still makes the
-//! key and checks the accept value. Tokens go on the wire and nowhere else.
+//! tungstenite keeps it inside its own WebSocket object. The key (16 random bytes) and
+//! the accept value (RFC 6455's SHA-1) come from the OpenSSL the TLS already links, and
+//! base64 is the few lines below, so the device binary needs no WebSocket crate. Tokens
+//! go on the wire and nowhere else.
 
 use super::error::ConnectError;
 use crate::config::{Mode, Secret};
@@ -16,6 +18,48 @@ use std::io::{Read, Write};
 const MAX_HEAD: usize = 16 * 1024;
 /// Largest error body we keep for the log line.
 const MAX_BODY: usize = 4096;
+
+/// RFC 6455 4.2.2: the GUID the server appends to the key before hashing.
+const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Standard base64 with padding (RFC 4648 4), the alphabet both upgrade headers use.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for group in data.chunks(3) {
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 bytes from OpenSSL's CSPRNG, base64.
+fn new_key() -> Result<String, ConnectError> {
+    let mut nonce = [0u8; 16];
+    openssl::rand::rand_bytes(&mut nonce).map_err(|_| {
+        ConnectError::Handshake("OpenSSL's random generator gave no bytes for the key".into())
+    })?;
+    Ok(base64(&nonce))
+}
+
+/// The `Sec-WebSocket-Accept` a server must answer `key` with: base64(SHA-1(key + GUID)).
+fn accept_for(key: &str) -> String {
+    let mut input = Vec::with_capacity(key.len() + ACCEPT_GUID.len());
+    input.extend_from_slice(key.as_bytes());
+    input.extend_from_slice(ACCEPT_GUID.as_bytes());
+    base64(&openssl::sha::sha1(&input))
+}
 
 /// What the upgrade request says.
 pub(crate) struct Request<'a> {
@@ -157,7 +201,7 @@ pub(crate) fn check_switch(head: &Head, key: &str) -> Result<(Version, Option<St
     if !has_token("Upgrade", "websocket") || !has_token("Connection", "upgrade") {
         return Err("the answer does not switch to WebSocket".into());
     }
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = accept_for(key);
     if head.header("Sec-WebSocket-Accept") != Some(accept.as_str()) {
         return Err("the answer's Sec-WebSocket-Accept does not match the key".into());
     }
@@ -206,7 +250,10 @@ pub(crate) fn upgrade<S: Read + Write>(
     s: &mut S,
     r: &Request<'_>,
 ) -> Result<Result<Upgraded, ConnectError>, std::io::Error> {
-    let key = tungstenite::handshake::client::generate_key();
+    let key = match new_key() {
+        Ok(k) => k,
+        Err(e) => return Ok(Err(e)),
+    };
     let text = match request_text(r, &key) {
         Ok(t) => t,
         Err(e) => return Ok(Err(e)),
@@ -283,6 +330,32 @@ mod tests {
             subprotocol: "aws.iot.securetunneling-3.0",
             user_agent: "localproxy-rs/0.1.0 (linux; x86_64)",
         }
+    }
+
+    #[test]
+    fn base64_and_the_accept_value_follow_the_rfcs() {
+        // RFC 4648 section 10's test vectors.
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), coded, "{plain:?}");
+        }
+        assert_eq!(base64(&[0xfb, 0xff, 0xfe]), "+//+");
+        // RFC 6455 section 1.3's example.
+        assert_eq!(
+            accept_for("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let (a, b) = (new_key().unwrap(), new_key().unwrap());
+        assert_eq!(a.len(), 24, "16 bytes in base64: {a}");
+        assert!(a.ends_with("=="), "{a}");
+        assert_ne!(a, b, "each key is fresh");
     }
 
     #[test]
