@@ -7,6 +7,10 @@
 #   cross/build.sh --cipher-cost TARGET...  also build cipher-cost with the same OpenSSL
 #                                          and run it under qemu-user: the time per MiB of
 #                                          AES-GCM and ChaCha20-Poly1305 in that build
+#   cross/build.sh --testbed TARGET...      also build the static service double,
+#                                          target/cross/TARGET/release/testbed (cargo
+#                                          feature `testbed`, built in a second cargo run
+#                                          so the localproxy binary stays without it)
 #
 # Targets: armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl
 #          mipsel-unknown-linux-musl x86_64-unknown-linux-musl
@@ -99,7 +103,13 @@ build() {
         /usr/bin/cargo zigbuild -q --release --locked --bin localproxy $EXTRA_BINS --target "$t" \
             -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size \
             2>&1 | tee "$tdir/build-$t.log"
-        exit "${PIPESTATUS[0]}"
+        [ "${PIPESTATUS[0]}" = 0 ] || exit 1
+        if [ "$testbed" = 1 ]; then
+            /usr/bin/cargo zigbuild -q --release --locked --features testbed --bin testbed \
+                --target "$t" -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size \
+                2>&1 | tee -a "$tdir/build-$t.log"
+            exit "${PIPESTATUS[0]}"
+        fi
     ) || die "the build for $t failed (see the compiler output above)"
     # Code that only this target compiles (no 64-bit atomics, musl) is not linted by the
     # host's clippy: a warning here fails the build.
@@ -117,6 +127,10 @@ build() {
     echo "$t: $bin"
     echo "  size: $(stat -c %s "$bin") bytes; built in $((SECONDS - start)) s"
     echo "  file: $desc"
+    if [ "$testbed" = 1 ]; then
+        [ -f "$tdir/$t/release/testbed" ] || die "no testbed at $tdir/$t/release/testbed"
+        echo "  testbed: $tdir/$t/release/testbed"
+    fi
 }
 
 qemu_for() {
@@ -146,14 +160,16 @@ run_test() {
 
 test=0
 cipher=0
+testbed=0
 EXTRA_BINS=""
 targets=()
 for a in "$@"; do
     case $a in
         --test) test=1 ;;
         --cipher-cost) cipher=1; EXTRA_BINS="--bin cipher-cost" ;;
+        --testbed) testbed=1 ;;
         all) targets+=($ALL) ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) targets+=("$a") ;;
     esac
 done

@@ -14,9 +14,11 @@
 //! - [`logging`], [`trust`], `token`, `resolve`: log lines, CA certificates, the client
 //!   token, name lookups off the I/O threads.
 //! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop, sockets, memory, the clock tick.
-//! - [`testbed`]: the project's own double of the tunneling service (tests, `testbed` binary).
+//! - `testbed` (cargo feature `testbed`): the project's own double of the tunneling
+//!   service (tests, `testbed` binary).
 //!
-//! The `localproxy` binary uses everything but `testbed`; link-time optimisation removes it.
+//! The `localproxy` binary uses everything but `testbed`, which a default build does not
+//! compile at all (nor tungstenite, which only the double uses).
 
 pub mod cli;
 pub mod config;
@@ -28,6 +30,7 @@ pub(crate) mod resolve;
 pub mod run;
 pub mod session;
 pub mod sys;
+#[cfg(feature = "testbed")]
 pub mod testbed;
 pub(crate) mod token;
 pub mod trust;

@@ -16,7 +16,36 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tungstenite::Bytes;
+
+/// A DATA payload on its way to a local socket: one allocation, written from the front
+/// ([`Bytes::advance`] after a partial write), never copied again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bytes {
+    buf: Box<[u8]>,
+    /// Bytes already written from the front.
+    start: usize,
+}
+
+impl Bytes {
+    pub(crate) fn copy_from_slice(data: &[u8]) -> Bytes {
+        Bytes {
+            buf: data.into(),
+            start: 0,
+        }
+    }
+
+    /// Drops `n` written bytes from the front (at most what is left).
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.start = self.buf.len().min(self.start.saturating_add(n));
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
 
 /// What the tunnel thread (or main) asks of the local thread.
 #[derive(Debug)]
@@ -242,7 +271,20 @@ pub(crate) enum ToTunnel {
 
 #[cfg(test)]
 mod tests {
-    use super::Budget;
+    use super::{Budget, Bytes};
+
+    #[test]
+    fn a_payload_is_written_from_the_front_after_partial_writes() {
+        let mut b = Bytes::copy_from_slice(b"hello world");
+        assert_eq!(&*b, b"hello world");
+        b.advance(6);
+        assert_eq!(&*b, b"world");
+        b.advance(100);
+        assert!(
+            b.is_empty(),
+            "advancing past the end leaves nothing, never panics"
+        );
+    }
 
     #[test]
     fn a_budget_pauses_at_its_bound_and_wakes_the_producer_once_at_half() {

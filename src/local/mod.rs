@@ -13,7 +13,7 @@
 //! local sockets.
 
 use crate::config::Target;
-use crate::link::{Event, Limits, Lookup, Shared, ToLocal, ToTunnel};
+use crate::link::{Bytes, Event, Limits, Lookup, Shared, ToLocal, ToTunnel};
 use crate::logging;
 use crate::protocol::DATA_HEADROOM;
 use crate::resolve;
@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 mod dial;
 mod listen;
-use tungstenite::Bytes;
 
 /// How long one connect attempt to a destination target (TCP or Unix socket) may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -521,7 +520,7 @@ impl LocalThread {
                             n -= front.len();
                             c.out.pop_front();
                         } else {
-                            *front = front.slice(n..);
+                            front.advance(n);
                             n = 0;
                         }
                     }

@@ -41,6 +41,8 @@ pub(crate) const MAX_MESSAGE: usize = 65535;
 /// Largest DATA payload both peers agree on (the reference's `max_payload_size`).
 pub(crate) const MAX_PAYLOAD: usize = 64512;
 /// Largest WebSocket frame payload the service sends or accepts: 2 × (65536 + 2).
+/// The testbed's limit; the proxy's own is `websocket.max_frame_size`.
+#[cfg(feature = "testbed")]
 pub(crate) const MAX_WS_FRAME: usize = 131076;
 
 /// Bytes a DATA header can take at most when the payload is written last:

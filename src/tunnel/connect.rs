@@ -19,6 +19,7 @@ use crate::config::{Mode, Secret};
 use crate::protocol::Version;
 use openssl::ssl::{HandshakeError as TlsHandshakeError, SslConnector, SslMethod, SslStream};
 use openssl::ssl::{SslVerifyMode, SslVersion};
+use openssl::x509::X509VerifyResult;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -271,27 +272,125 @@ fn add_ca_dir(
     Ok(n)
 }
 
-/// The handshake error, with the fix when the server's certificate is not trusted.
-fn tls_failure<S>(e: &TlsHandshakeError<S>) -> String {
-    let text = match e {
-        TlsHandshakeError::SetupFailure(e) => e.to_string(),
-        TlsHandshakeError::Failure(m) | TlsHandshakeError::WouldBlock(m) => {
-            let verify = m.ssl().verify_result();
-            if verify == openssl::x509::X509VerifyResult::OK {
-                m.error().to_string()
-            } else {
-                format!("{} ({})", m.error(), verify.error_string())
-            }
-        }
+/// One short line for a failed TLS handshake with `host`, made from OpenSSL's codes
+/// rather than its strings: the router builds may leave the strings out (OpenSSL's
+/// `no-err`), and a person needs the cause and what to do, not OpenSSL's function and
+/// file names.
+fn tls_failure<S>(e: &TlsHandshakeError<S>, host: &str) -> String {
+    let (stack, verify, io_error) = match e {
+        TlsHandshakeError::SetupFailure(s) => (Some(s), X509VerifyResult::OK, None),
+        TlsHandshakeError::Failure(m) | TlsHandshakeError::WouldBlock(m) => (
+            m.error().ssl_error(),
+            m.ssl().verify_result(),
+            m.error().io_error(),
+        ),
     };
-    if text.contains("certificate verify failed") {
-        format!(
-            "{text}; the server's certificate is not signed by a CA in the trust store \
-             (see the \"trust store\" line): add that CA with --capath DIR"
-        )
-    } else {
-        text
+    if verify != X509VerifyResult::OK {
+        return certificate_failure(verify, host);
     }
+    if let Some(io) = io_error {
+        return format!("{io}");
+    }
+    match stack.and_then(|s| s.errors().first()) {
+        None => "the server closed the connection during the handshake".to_string(),
+        Some(e) => openssl_failure(e),
+    }
+}
+
+/// The certificate check's verdict, with what to do about it.
+fn certificate_failure(verify: X509VerifyResult, host: &str) -> String {
+    // X509_V_ERR_* numbers (OpenSSL's x509_vfy.h).
+    let fix = match verify.as_raw() {
+        2 | 18 | 19 | 20 | 21 => {
+            "the server's certificate is not signed by a CA in the trust store \
+             (see the \"trust store\" line): add that CA with --capath DIR"
+                .to_string()
+        }
+        9 | 10 => "check the device's clock (date -u): certificates are only valid between \
+                   their two dates"
+            .to_string(),
+        62 => format!("the certificate is not for {host}: check -e or -r"),
+        _ => "check the endpoint (-e or -r) and the trust store".to_string(),
+    };
+    format!(
+        "certificate verify failed ({}); {fix}",
+        verify.error_string()
+    )
+}
+
+/// One OpenSSL error as a line: the cases a user meets by name, any other by its code
+/// (and OpenSSL's reason where the build has the strings).
+fn openssl_failure(e: &openssl::error::Error) -> String {
+    /// OpenSSL's SSL library, and where its reasons for a received alert start.
+    const LIB_SSL: i32 = 20;
+    const ALERT_BASE: i32 = 1000;
+    let reason = e.reason_code();
+    if e.library_code() == LIB_SSL {
+        // SSL_R_* numbers (OpenSSL's sslerr.h).
+        let known = match reason {
+            258 | 191 | 1070 => {
+                Some("the server offers no TLS version we speak (TLS 1.2 or 1.3)".to_string())
+            }
+            267 | 156 | 198 => Some(
+                "the server does not speak TLS on this port (check -e and the web proxy)"
+                    .to_string(),
+            ),
+            193 | 181 | 118 | 1040 => Some(
+                "no cipher or signature algorithm in common with the server (we offer \
+                 AES-GCM and ChaCha20-Poly1305 with ECDHE)"
+                    .to_string(),
+            ),
+            294 => Some("the server closed the connection during the handshake".to_string()),
+            r if r > ALERT_BASE => Some(format!(
+                "the server refused the handshake (TLS alert {})",
+                alert_name(r - ALERT_BASE)
+            )),
+            _ => None,
+        };
+        if let Some(line) = known {
+            return line;
+        }
+    }
+    match e.reason() {
+        Some(text) => format!("{text} (OpenSSL error {:08X})", e.code()),
+        None => format!(
+            "OpenSSL error {:08X} (library {}, reason {reason}; `openssl errstr {:08X}` \
+             names it)",
+            e.code(),
+            e.library_code(),
+            e.code()
+        ),
+    }
+}
+
+/// A TLS alert's name (RFC 8446 6), or its number.
+fn alert_name(alert: i32) -> String {
+    let name = match alert {
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        86 => "inappropriate_fallback",
+        109 => "missing_extension",
+        110 => "unsupported_extension",
+        112 => "unrecognized_name",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        _ => return alert.to_string(),
+    };
+    format!("{name}, {alert}")
 }
 
 /// Resolves `host` on a lookup thread; waits at most DNS_TIMEOUT and until `deadline`.
@@ -380,7 +479,7 @@ pub(crate) fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
                     Err(e) => {
                         return Err(ConnectError::Proxy(format!(
                             "TLS to the proxy {p} failed: {}",
-                            tls_failure(&e)
+                            tls_failure(&e, &p.host)
                         )))
                     }
                 }
@@ -404,7 +503,7 @@ pub(crate) fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
         // The socket blocks: WouldBlock only comes from its timeout.
         Err(TlsHandshakeError::WouldBlock(_)) => return Err(timed_out("TLS handshake")),
         Err(_) if late() => return Err(timed_out("TLS handshake")),
-        Err(e) => return Err(ConnectError::Tls(tls_failure(&e))),
+        Err(e) => return Err(ConnectError::Tls(tls_failure(&e, t.host))),
     };
 
     let mut tls = tls;
@@ -458,6 +557,13 @@ pub(crate) fn user_agent() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_alerts_are_named_and_unknown_ones_numbered() {
+        assert_eq!(alert_name(70), "protocol_version, 70");
+        assert_eq!(alert_name(48), "unknown_ca, 48");
+        assert_eq!(alert_name(199), "199");
+    }
 
     #[test]
     fn both_cipher_orders_are_valid_and_lead_with_the_right_cipher() {

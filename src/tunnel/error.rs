@@ -13,12 +13,14 @@ pub enum ConnectError {
     Tls(String),
     /// The web proxy failed or refused CONNECT.
     Proxy(String),
-    /// The service answered the upgrade with 4xx: bad, used or wrong-mode token.
+    /// The service answered the upgrade with 4xx (but 408 and 429): bad, used or
+    /// wrong-mode token.
     Rejected {
         status: u16,
         detail: String,
     },
-    /// The service answered the upgrade with another status (5xx, 3xx).
+    /// The service answered the upgrade with another status (5xx, 3xx, 2xx, 408 request
+    /// timeout, 429 too many requests): worth another try after the backoff.
     Status {
         status: u16,
         detail: String,

@@ -15,7 +15,7 @@ mod error;
 pub(crate) mod proxy;
 pub(crate) mod reconnect;
 mod serve;
-mod upgrade;
+pub(crate) mod upgrade; // crate-visible for the fuzz wrapper (src/fuzzing.rs)
 mod wire;
 mod ws;
 

@@ -27,6 +27,7 @@ use super::connect::{Opened, Tls};
 use super::reconnect::{Beat, KeepAlive};
 use super::ws::{self, Incoming};
 use super::{epoch_ms, End, Phase, TunnelThread};
+use crate::link::Bytes;
 use crate::link::{Event, ToLocal, ToTunnel};
 use crate::logging::{self, Noise};
 use crate::protocol::codec;
@@ -38,7 +39,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tungstenite::Bytes;
 
 /// A batch of frames goes to TLS once it is this large (and at the end of every round).
 const SEAL_AT: usize = 128 * 1024;

@@ -4,8 +4,10 @@
 //! Written here rather than left to tungstenite's client because the data phase does
 //! its own framing (`ws.rs`): whatever the service sends right behind the `101`
 //! (SERVICE_IDS, usually in the same TLS record) must come back to the caller, and
-//! tungstenite keeps it inside its own WebSocket object. tungstenite still makes the
-//! key and checks the accept value. Tokens go on the wire and nowhere else.
+//! tungstenite keeps it inside its own WebSocket object. The key (16 random bytes) and
+//! the accept value (RFC 6455's SHA-1) come from the OpenSSL the TLS already links, and
+//! base64 is the few lines below, so the device binary needs no WebSocket crate. Tokens
+//! go on the wire and nowhere else.
 
 use super::error::ConnectError;
 use crate::config::{Mode, Secret};
@@ -14,8 +16,52 @@ use std::io::{Read, Write};
 
 /// Largest response head we read (status line and headers).
 const MAX_HEAD: usize = 16 * 1024;
+/// Most header lines we take in a head (the service sends about ten).
+const MAX_HEADERS: usize = 100;
 /// Largest error body we keep for the log line.
 const MAX_BODY: usize = 4096;
+
+/// RFC 6455 4.2.2: the GUID the server appends to the key before hashing.
+const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Standard base64 with padding (RFC 4648 4), the alphabet both upgrade headers use.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for group in data.chunks(3) {
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 bytes from OpenSSL's CSPRNG, base64.
+fn new_key() -> Result<String, ConnectError> {
+    let mut nonce = [0u8; 16];
+    openssl::rand::rand_bytes(&mut nonce).map_err(|_| {
+        ConnectError::Handshake("OpenSSL's random generator gave no bytes for the key".into())
+    })?;
+    Ok(base64(&nonce))
+}
+
+/// The `Sec-WebSocket-Accept` a server must answer `key` with: base64(SHA-1(key + GUID)).
+pub(crate) fn accept_for(key: &str) -> String {
+    let mut input = Vec::with_capacity(key.len() + ACCEPT_GUID.len());
+    input.extend_from_slice(key.as_bytes());
+    input.extend_from_slice(ACCEPT_GUID.as_bytes());
+    base64(&openssl::sha::sha1(&input))
+}
 
 /// What the upgrade request says.
 pub(crate) struct Request<'a> {
@@ -97,6 +143,8 @@ fn masked(request: &str) -> String {
 /// A response head: status and headers (names as sent).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Head {
+    /// The minor HTTP version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub(crate) minor: u8,
     pub(crate) status: u16,
     pub(crate) reason: String,
     pub(crate) headers: Vec<(String, String)>,
@@ -104,17 +152,38 @@ pub(crate) struct Head {
 
 impl Head {
     /// The first header named `name` (any case).
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header<'h>(&'h self, name: &'h str) -> Option<&'h str> {
+        self.all(name).next()
+    }
+
+    /// Every header named `name` (any case), in order.
+    fn all<'h>(&'h self, name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
         self.headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 }
 
-/// Where the head ends (after its blank line) in `buf`, if it is all there.
-pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+/// Text from the service for a log line: at most `max` characters, with control
+/// characters (and the invisible ones that reorder text) escaped, so an answer cannot
+/// move the cursor, clear or retitle a console, or forge a second log line.
+pub(crate) fn shown_text(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push_str("...");
+            break;
+        }
+        let hidden = c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if hidden {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Parses a response head (status line and header lines, without the blank line).
@@ -124,32 +193,53 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Head, String> {
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.splitn(3, ' ');
     let (proto, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if !proto.starts_with("HTTP/1.") || code.len() != 3 {
-        return Err(format!(
-            "the answer is not HTTP/1.x ({:.40})",
-            status_line.escape_debug()
-        ));
+    let minor = match proto {
+        "HTTP/1.1" => 1,
+        "HTTP/1.0" => 0,
+        _ => {
+            return Err(format!(
+                "the answer is not HTTP/1.x ({})",
+                shown_text(status_line, 40)
+            ))
+        }
+    };
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("a bad status code ({})", shown_text(code, 10)));
     }
     let status: u16 = code
         .parse()
-        .map_err(|_| format!("a bad status code ({code:.10})"))?;
+        .map_err(|_| format!("a bad status code ({})", shown_text(code, 10)))?;
     let reason = parts.next().unwrap_or("").to_string();
     let mut headers = Vec::new();
     for line in lines.filter(|l| !l.is_empty()) {
+        if headers.len() == MAX_HEADERS {
+            return Err(format!(
+                "the answer has more than {MAX_HEADERS} header lines"
+            ));
+        }
         let (name, value) = line
             .split_once(':')
-            .ok_or_else(|| format!("a bad header line ({:.40})", line.escape_debug()))?;
+            .ok_or_else(|| format!("a bad header line ({})", shown_text(line, 40)))?;
         headers.push((name.trim().to_string(), value.trim().to_string()));
     }
     Ok(Head {
+        minor,
         status,
         reason,
         headers,
     })
 }
 
-/// Checks a `101` answer against the request's key.
-pub(crate) fn check_switch(head: &Head, key: &str) -> Result<(Version, Option<String>), String> {
+/// Checks a `101` answer against the request's key and the subprotocol we offered
+/// (RFC 6455 4.1: a subprotocol or extension the client did not ask for fails).
+pub(crate) fn check_switch(
+    head: &Head,
+    key: &str,
+    offered: &str,
+) -> Result<(Version, Option<String>), String> {
+    if head.minor != 1 {
+        return Err("the answer switches protocols over HTTP/1.0; WebSocket needs 1.1".into());
+    }
     let has_token = |name: &str, token: &str| {
         head.header(name)
             .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -157,37 +247,66 @@ pub(crate) fn check_switch(head: &Head, key: &str) -> Result<(Version, Option<St
     if !has_token("Upgrade", "websocket") || !has_token("Connection", "upgrade") {
         return Err("the answer does not switch to WebSocket".into());
     }
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    if head.header("Sec-WebSocket-Accept") != Some(accept.as_str()) {
+    if head.header("Sec-WebSocket-Accept") != Some(accept_for(key).as_str()) {
         return Err("the answer's Sec-WebSocket-Accept does not match the key".into());
     }
-    let version = head
-        .header("Sec-WebSocket-Protocol")
-        .and_then(Version::from_subprotocol)
-        .ok_or_else(|| "the service accepted no known subprotocol".to_string())?;
-    let channel_id = head.header("channel-id").map(str::to_string);
+    if let Some(ext) = head.all("Sec-WebSocket-Extensions").find(|v| !v.is_empty()) {
+        return Err(format!(
+            "the answer turns on WebSocket extensions we did not ask for ({})",
+            shown_text(ext, 60)
+        ));
+    }
+    let mut chosen = head.all("Sec-WebSocket-Protocol");
+    match (chosen.next(), chosen.next()) {
+        (None, _) | (Some(""), None) => {
+            return Err(format!(
+                "the service chose no subprotocol (we offered {offered})"
+            ))
+        }
+        (Some(p), None) if p == offered => {}
+        (Some(p), None) => {
+            return Err(format!(
+                "the service chose subprotocol {}, which we did not offer (we offered {offered})",
+                shown_text(p, 60)
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err("the answer names more than one subprotocol".to_string());
+        }
+    }
+    let version = Version::from_subprotocol(offered)
+        .ok_or_else(|| format!("{offered} is not a tunnel subprotocol"))?;
+    let channel_id = head.header("channel-id").map(|c| shown_text(c, 100));
     Ok((version, channel_id))
 }
 
-/// The error for an answer other than `101`: 4xx refuses the token for good, anything
-/// else may pass. `body` is what came with it (the service says why there).
+/// The error for an answer other than `101`. 4xx refuses the token for good (exit 3),
+/// except 408 (request timeout) and 429 (too many requests), which say "later"; any
+/// other status may pass too. `body` is what came with it (the service says why there).
 pub(crate) fn refusal(head: &Head, body: &[u8]) -> ConnectError {
     let mut detail = String::new();
     if !head.reason.is_empty() {
         detail.push(' ');
-        detail.push_str(&head.reason);
+        detail.push_str(&shown_text(&head.reason, 60));
     }
-    let body: String = String::from_utf8_lossy(body)
-        .trim()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect();
+    let body = String::from_utf8_lossy(body);
+    let body = body.trim();
     if !body.is_empty() {
         detail.push_str(": ");
-        detail.push_str(&body);
+        detail.push_str(&shown_text(body, 200));
     }
-    if (400..500).contains(&head.status) {
+    match head.status {
+        200..=299 => detail.push_str(", not a switch to WebSocket"),
+        300..=399 => {
+            if let Some(to) = head.header("Location") {
+                detail.push_str(", redirecting to ");
+                detail.push_str(&shown_text(to, 100));
+            }
+            detail.push_str("; check the endpoint (-e) or region (-r)");
+        }
+        _ => {}
+    }
+    if (400..500).contains(&head.status) && !matches!(head.status, 408 | 429) {
         ConnectError::Rejected {
             status: head.status,
             detail,
@@ -200,13 +319,144 @@ pub(crate) fn refusal(head: &Head, body: &[u8]) -> ConnectError {
     }
 }
 
-/// Sends the request on `s` and reads the answer. I/O errors come back as they are
-/// (the caller knows whether the deadline passed).
+/// Reads the service's answer as its bytes arrive, in chunks of any size, with bounded
+/// memory: at most [`MAX_HEAD`] bytes of head (plus one chunk) and [`MAX_BODY`] of an
+/// error body. The I/O is the caller's, so this is what the tests and the fuzzer drive.
+pub(crate) struct AnswerReader<'a> {
+    key: &'a str,
+    offered: &'a str,
+    /// The head so far; after a refusing head, its body so far.
+    buf: Vec<u8>,
+    /// How far the search for the head's blank line has looked.
+    scanned: usize,
+    /// A head other than `101`, and how many body bytes it announced (up to MAX_BODY).
+    refused: Option<(Head, usize)>,
+}
+
+impl<'a> AnswerReader<'a> {
+    /// For the request that sent `key` and offered the subprotocol `offered`.
+    pub(crate) fn new(key: &'a str, offered: &'a str) -> AnswerReader<'a> {
+        AnswerReader {
+            key,
+            offered,
+            buf: Vec::new(),
+            scanned: 0,
+            refused: None,
+        }
+    }
+
+    /// Takes the next bytes; `Some` once the answer is decided (then feed no more).
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Option<Result<Upgraded, ConnectError>> {
+        if let Some((head, want)) = &self.refused {
+            let room = MAX_BODY.saturating_sub(self.buf.len());
+            self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            return (self.buf.len() >= *want).then(|| Err(refusal(head, &self.buf)));
+        }
+        self.buf.extend_from_slice(bytes);
+        let from = self.scanned.saturating_sub(3);
+        let found = self.buf[from..].windows(4).position(|w| w == b"\r\n\r\n");
+        let end = match found {
+            Some(i) if from + i <= MAX_HEAD => from + i + 4,
+            _ if self.buf.len() > MAX_HEAD => {
+                return Some(Err(ConnectError::Handshake(format!(
+                    "the answer's head is longer than {MAX_HEAD} bytes"
+                ))))
+            }
+            _ => {
+                self.scanned = self.buf.len();
+                return None;
+            }
+        };
+        log::trace!(
+            "upgrade answer: {}",
+            String::from_utf8_lossy(&self.buf[..end - 4]).escape_debug()
+        );
+        let head = match parse_head(&self.buf[..end - 4]) {
+            Ok(h) => h,
+            Err(e) => return Some(Err(ConnectError::Handshake(e))),
+        };
+        let rest = self.buf.split_off(end);
+        if head.status == 101 {
+            return Some(
+                check_switch(&head, self.key, self.offered)
+                    .map(|(version, channel_id)| Upgraded {
+                        version,
+                        channel_id,
+                        tail: rest,
+                    })
+                    .map_err(ConnectError::Handshake),
+            );
+        }
+        // The body says why; wait for it when its length is announced (and small).
+        let want = head
+            .header("Content-Length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(MAX_BODY);
+        self.buf = rest;
+        self.buf.truncate(MAX_BODY);
+        if self.buf.len() >= want {
+            return Some(Err(refusal(&head, &self.buf)));
+        }
+        self.refused = Some((head, want));
+        None
+    }
+
+    /// Whether the head has been read (then a failed read still has an answer).
+    pub(crate) fn has_head(&self) -> bool {
+        self.refused.is_some()
+    }
+
+    /// The answer when no more bytes come: the service closed, or a read failed.
+    pub(crate) fn finish(&self) -> Result<Upgraded, ConnectError> {
+        Err(match &self.refused {
+            Some((head, _)) => refusal(head, &self.buf),
+            None if self.buf.is_empty() => ConnectError::Handshake(
+                "the service closed the connection before it answered".into(),
+            ),
+            None => ConnectError::Handshake(format!(
+                "the service closed the connection in the middle of its answer \
+                 ({} bytes, no blank line)",
+                self.buf.len()
+            )),
+        })
+    }
+}
+
+/// The answer in `chunks`, as they would arrive, followed by the end of the stream: the
+/// pure form of [`upgrade`]'s reading, for the unit tests and the `upgrade` fuzz target.
+/// After a `101`, the tail holds every byte behind the head, read or not.
+/// A `key` whose [`accept_for`] value the answer carries gets past the accept check.
+#[cfg_attr(not(test), allow(dead_code))] // the tests' and the fuzz target's entry
+pub(crate) fn parse_answer<'c>(
+    chunks: impl IntoIterator<Item = &'c [u8]>,
+    key: &str,
+    offered: &str,
+) -> Result<Upgraded, ConnectError> {
+    let mut reader = AnswerReader::new(key, offered);
+    let mut chunks = chunks.into_iter();
+    for chunk in chunks.by_ref() {
+        if let Some(done) = reader.feed(chunk) {
+            // The socket would still hold the chunks not read: they follow the tail.
+            return done.map(|mut up| {
+                chunks.for_each(|c| up.tail.extend_from_slice(c));
+                up
+            });
+        }
+    }
+    reader.finish()
+}
+
+/// Sends the request on `s` and reads the answer. I/O errors before the answer's head
+/// come back as they are (the caller knows whether the deadline passed).
 pub(crate) fn upgrade<S: Read + Write>(
     s: &mut S,
     r: &Request<'_>,
 ) -> Result<Result<Upgraded, ConnectError>, std::io::Error> {
-    let key = tungstenite::handshake::client::generate_key();
+    let key = match new_key() {
+        Ok(k) => k,
+        Err(e) => return Ok(Err(e)),
+    };
     let text = match request_text(r, &key) {
         Ok(t) => t,
         Err(e) => return Ok(Err(e)),
@@ -216,57 +466,22 @@ pub(crate) fn upgrade<S: Read + Write>(
     }
     s.write_all(text.as_bytes())?;
     s.flush()?;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut reader = AnswerReader::new(&key, r.subprotocol);
     let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(end) = head_end(&buf) {
-            break end;
-        }
-        if buf.len() > MAX_HEAD {
-            return Ok(Err(ConnectError::Handshake(format!(
-                "the answer's head is longer than {MAX_HEAD} bytes"
-            ))));
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(Err(ConnectError::Handshake(
-                "the service closed the connection before it answered".into(),
-            )));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    log::trace!(
-        "upgrade answer: {}",
-        String::from_utf8_lossy(&buf[..end - 4]).escape_debug()
-    );
-    let head = match parse_head(&buf[..end - 4]) {
-        Ok(h) => h,
-        Err(e) => return Ok(Err(ConnectError::Handshake(e))),
-    };
-    let mut tail = buf.split_off(end);
-    if head.status != 101 {
-        // The body says why; read it when its length is announced (and small).
-        let want = head
-            .header("Content-Length")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0)
-            .min(MAX_BODY);
-        while tail.len() < want {
-            match s.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => tail.extend_from_slice(&chunk[..n]),
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => return Ok(reader.finish()),
+            Ok(n) => {
+                if let Some(done) = reader.feed(&chunk[..n]) {
+                    return Ok(done);
+                }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // The status is in: an answer is an answer, with what came of its body.
+            Err(_) if reader.has_head() => return Ok(reader.finish()),
+            Err(e) => return Err(e),
         }
-        tail.truncate(MAX_BODY);
-        return Ok(Err(refusal(&head, &tail)));
     }
-    Ok(check_switch(&head, &key)
-        .map(|(version, channel_id)| Upgraded {
-            version,
-            channel_id,
-            tail,
-        })
-        .map_err(ConnectError::Handshake))
 }
 
 #[cfg(test)]
@@ -283,6 +498,32 @@ mod tests {
             subprotocol: "aws.iot.securetunneling-3.0",
             user_agent: "localproxy-rs/0.1.0 (linux; x86_64)",
         }
+    }
+
+    #[test]
+    fn base64_and_the_accept_value_follow_the_rfcs() {
+        // RFC 4648 section 10's test vectors.
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), coded, "{plain:?}");
+        }
+        assert_eq!(base64(&[0xfb, 0xff, 0xfe]), "+//+");
+        // RFC 6455 section 1.3's example.
+        assert_eq!(
+            accept_for("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let (a, b) = (new_key().unwrap(), new_key().unwrap());
+        assert_eq!(a.len(), 24, "16 bytes in base64: {a}");
+        assert!(a.ends_with("=="), "{a}");
+        assert_ne!(a, b, "each key is fresh");
     }
 
     #[test]
@@ -318,40 +559,134 @@ mod tests {
         assert!(!e.to_string().contains("Injected"), "no token in errors");
     }
 
-    #[test]
-    fn a_switch_is_checked_against_the_key_and_keeps_what_followed() {
-        // RFC 6455's own example key and accept value.
-        let key = "dGhlIHNhbXBsZSBub25jZQ==";
-        let answer = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\n\
-            Connection: upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
-            sec-websocket-protocol: aws.iot.securetunneling-3.0\r\n\
-            channel-id: 1234-abcd\r\n\r\n\x82\x05hello";
-        let end = head_end(answer).unwrap();
-        assert_eq!(&answer[end..], b"\x82\x05hello");
-        let head = parse_head(&answer[..end - 4]).unwrap();
-        assert_eq!(head.status, 101);
-        assert_eq!(
-            check_switch(&head, key).unwrap(),
-            (Version::V3, Some("1234-abcd".to_string()))
-        );
-        let e = check_switch(&head, "another key").unwrap_err();
-        assert!(e.contains("Sec-WebSocket-Accept"), "{e}");
-        let no_proto = parse_head(
-            b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+    /// RFC 6455's own example key; its accept value is in [`switch`].
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const V3: &str = "aws.iot.securetunneling-3.0";
+
+    /// A 101 for [`KEY`] with `extra` header lines (each ending in CRLF), then `after`.
+    fn switch(extra: &str, after: &[u8]) -> Vec<u8> {
+        let mut a = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\nConnection: upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n{extra}\r\n"
         )
-        .unwrap();
+        .into_bytes();
+        a.extend_from_slice(after);
+        a
+    }
+
+    /// `answer` read in every chunking a test should survive: whole, byte by byte, 7 at
+    /// a time, and cut in two at every point; all must agree, and the outcome comes back.
+    fn read_all_ways(answer: &[u8]) -> Result<Upgraded, ConnectError> {
+        let whole = parse_answer([answer], KEY, V3);
+        let show = |r: &Result<Upgraded, ConnectError>| format!("{r:?}");
+        let mut ways = vec![
+            parse_answer(answer.chunks(1), KEY, V3),
+            parse_answer(answer.chunks(7), KEY, V3),
+        ];
+        for cut in 0..=answer.len().min(600) {
+            let (a, b) = answer.split_at(cut);
+            ways.push(parse_answer([a, b], KEY, V3));
+        }
+        for w in &ways {
+            assert_eq!(show(w), show(&whole), "chunking changed the outcome");
+        }
+        whole
+    }
+
+    fn handshake_error(answer: &[u8]) -> String {
+        match read_all_ways(answer) {
+            Err(e @ ConnectError::Handshake(_)) => {
+                assert!(e.retryable());
+                e.to_string()
+            }
+            other => panic!("expected a handshake error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_switch_is_checked_against_the_key_and_keeps_the_frames_that_followed() {
+        let answer = switch(
+            "sec-websocket-protocol: aws.iot.securetunneling-3.0\r\nchannel-id: 1234-abcd\r\n",
+            b"\x82\x05hello\x82\x01!",
+        );
+        let up = read_all_ways(&answer).unwrap();
+        assert_eq!(up.version, Version::V3);
+        assert_eq!(up.channel_id.as_deref(), Some("1234-abcd"));
         assert_eq!(
-            check_switch(&no_proto, key).unwrap_err(),
-            "the service accepted no known subprotocol"
+            up.tail, b"\x82\x05hello\x82\x01!",
+            "the first frames are kept"
+        );
+        let e = parse_answer([&answer[..]], "another key", V3).unwrap_err();
+        assert!(e.to_string().contains("Sec-WebSocket-Accept"), "{e}");
+        let v1 = switch(
+            "Sec-WebSocket-Protocol: aws.iot.securetunneling-1.0\r\n",
+            b"",
+        );
+        let up = parse_answer([&v1[..]], KEY, "aws.iot.securetunneling-1.0").unwrap();
+        assert_eq!((up.version, up.tail.len()), (Version::V1, 0));
+    }
+
+    #[test]
+    fn a_subprotocol_we_did_not_offer_or_none_fails() {
+        let other = switch(
+            "Sec-WebSocket-Protocol: aws.iot.securetunneling-2.0\r\n",
+            b"",
+        );
+        let e = handshake_error(&other);
+        assert!(
+            e.contains("chose subprotocol aws.iot.securetunneling-2.0, which we did not offer"),
+            "{e}"
+        );
+        let unknown = switch("Sec-WebSocket-Protocol: chat\x1b[2J\r\n", b"");
+        let e = handshake_error(&unknown);
+        assert!(e.contains("chat\\u{1b}[2J"), "escaped: {e}");
+        let e = handshake_error(&switch("", b""));
+        assert!(
+            e.contains("chose no subprotocol (we offered aws.iot"),
+            "{e}"
+        );
+        let e = handshake_error(&switch("Sec-WebSocket-Protocol:\r\n", b""));
+        assert!(e.contains("chose no subprotocol"), "{e}");
+        let two = switch(
+            "Sec-WebSocket-Protocol: aws.iot.securetunneling-3.0\r\n\
+             Sec-WebSocket-Protocol: aws.iot.securetunneling-2.0\r\n",
+            b"",
+        );
+        assert!(handshake_error(&two).contains("more than one subprotocol"));
+    }
+
+    #[test]
+    fn an_extension_we_did_not_ask_for_fails() {
+        let answer = switch(
+            "Sec-WebSocket-Protocol: aws.iot.securetunneling-3.0\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate\r\n",
+            b"",
+        );
+        let e = handshake_error(&answer);
+        assert!(
+            e.contains("extensions we did not ask for (permessage-deflate)"),
+            "{e}"
         );
     }
 
     #[test]
-    fn refusals_keep_status_reason_and_body() {
-        let head = parse_head(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 10").unwrap();
-        match refusal(&head, b"Invalid access token: previously used\n") {
-            ConnectError::Rejected { status, detail } => {
+    fn the_upgrade_over_http_1_0_or_without_the_upgrade_headers_fails() {
+        let answer = switch(
+            "Sec-WebSocket-Protocol: aws.iot.securetunneling-3.0\r\n",
+            b"",
+        );
+        let old = [b"HTTP/1.0".as_slice(), &answer[8..]].concat();
+        assert!(handshake_error(&old).contains("HTTP/1.0"));
+        let plain = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n";
+        assert!(handshake_error(plain).contains("does not switch to WebSocket"));
+    }
+
+    #[test]
+    fn refusals_keep_status_reason_and_body_and_map_to_the_right_outcome() {
+        let answer = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 38\r\n\r\n\
+                       Invalid access token: previously used\n";
+        match read_all_ways(answer) {
+            Err(ConnectError::Rejected { status, detail }) => {
                 assert_eq!(status, 400);
                 assert_eq!(
                     detail,
@@ -360,13 +695,252 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let head = parse_head(b"HTTP/1.1 503 Service Unavailable").unwrap();
+        // 401 and 403 refuse the token for good (exit 3); 408 and 429 say "later".
+        for (status, refused) in [(401, true), (403, true), (408, false), (429, false)] {
+            let answer = format!("HTTP/1.1 {status} Whatever\r\n\r\n");
+            let e = read_all_ways(answer.as_bytes()).unwrap_err();
+            assert_eq!(e.retryable(), !refused, "{status}: {e:?}");
+            assert!(
+                e.to_string().contains(&format!("HTTP {status} Whatever")),
+                "{e}"
+            );
+        }
+        // A body that does not come in full is shown as far as it came.
+        let short = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nmode mismatch";
+        let e = read_all_ways(short).unwrap_err();
+        assert!(
+            e.to_string().contains("HTTP 403 Forbidden: mode mismatch"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn other_answers_give_one_clear_line_and_a_retry() {
+        let cases: [(&[u8], &str); 5] = [
+            (
+                b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+                "the service answered HTTP 200 OK: hello, not a switch to WebSocket",
+            ),
+            (
+                b"HTTP/1.1 301 Moved Permanently\r\nLocation: https://example.com/\r\n\r\n",
+                "HTTP 301 Moved Permanently, redirecting to https://example.com/; check the \
+                 endpoint (-e) or region (-r)",
+            ),
+            (
+                b"HTTP/1.1 500 Internal Server Error\r\n\r\n",
+                "the service answered HTTP 500 Internal Server Error",
+            ),
+            (
+                b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+                "WebSocket upgrade failed: the answer is not HTTP/1.x (SSH-2.0-OpenSSH_9.2)",
+            ),
+            (
+                b"HTTP/1.1 +12 Nope\r\n\r\n",
+                "WebSocket upgrade failed: a bad status code (+12)",
+            ),
+        ];
+        for (answer, line) in cases {
+            let e = read_all_ways(answer).unwrap_err();
+            assert!(e.retryable(), "{e:?}");
+            let text = e.to_string();
+            assert!(text.contains(line), "{text}");
+            assert!(!text.contains('\n'), "one line: {text}");
+        }
+        let e = parse_answer(
+            [b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n".as_slice()],
+            KEY,
+            V3,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("a bad header line (no colon here)"),
+            "{e}"
+        );
+        let e = parse_answer([b"HTTP/1.1 101 \xff\xfe\r\n\r\n".as_slice()], KEY, V3).unwrap_err();
+        assert!(e.to_string().contains("not text"), "{e}");
+    }
+
+    #[test]
+    fn control_characters_from_the_service_are_escaped_in_the_log_line() {
+        let answer = b"HTTP/1.1 403 Forbidden\x1b[2J\x07\r\nContent-Length: 33\r\n\r\n\
+                       token\r\n2026 INFO forged\x1b]0;x\x07\xe2\x80\xae";
+        let e = read_all_ways(answer).unwrap_err().to_string();
+        assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
+        assert!(e.contains("Forbidden\\u{1b}[2J\\u{7}"), "{e}");
+        assert!(
+            e.contains("token\\r\\n2026 INFO forged\\u{1b}]0;x\\u{7}\\u{202e}"),
+            "{e}"
+        );
+        let long = format!("HTTP/1.1 500 {}\r\n\r\n", "x".repeat(5000));
+        let e = read_all_ways(long.as_bytes()).unwrap_err().to_string();
+        assert!(e.len() < 120 && e.ends_with("..."), "bounded: {e}");
+    }
+
+    #[test]
+    fn an_endless_header_line_or_too_many_lines_stop_with_bounded_memory() {
+        // 1 MiB without a line end, as a socket delivers it: the reader gives up after
+        // MAX_HEAD bytes and one chunk, never holding the rest.
+        let endless = [
+            b"HTTP/1.1 101 Switching Protocols\r\nX: ".as_slice(),
+            &[b'a'; 1 << 20],
+        ]
+        .concat();
+        let mut reader = AnswerReader::new(KEY, V3);
+        let mut fed = 0;
+        let outcome = endless.chunks(4096).find_map(|c| {
+            fed += c.len();
+            reader.feed(c)
+        });
+        let e = outcome.expect("decided before the end").unwrap_err();
+        assert!(fed <= MAX_HEAD + 4096, "{fed} bytes read");
+        assert_eq!(
+            e.to_string(),
+            format!("WebSocket upgrade failed: the answer's head is longer than {MAX_HEAD} bytes")
+        );
         assert!(matches!(
-            refusal(&head, b""),
-            ConnectError::Status { status: 503, .. }
+            parse_answer(endless.chunks(1), KEY, V3),
+            Err(ConnectError::Handshake(_))
         ));
-        assert!(parse_head(b"SSH-2.0-OpenSSH_9.2").is_err());
-        assert!(parse_head(b"HTTP/1.1 10x Nope").is_err());
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nno colon here").is_err());
+        // 10,000 header lines: over the head limit.
+        let many = format!("HTTP/1.1 101 OK\r\n{}\r\n", "X-A: b\r\n".repeat(10_000));
+        assert!(handshake_error_quick(many.as_bytes()).contains("longer than"));
+        // Short lines that fit in the limit still have a count.
+        let many = format!(
+            "HTTP/1.1 101 OK\r\n{}\r\n",
+            "a:\r\n".repeat(MAX_HEADERS + 1)
+        );
+        let e = handshake_error_quick(many.as_bytes());
+        assert!(
+            e.contains(&format!("more than {MAX_HEADERS} header lines")),
+            "{e}"
+        );
+        // Exactly at the limit, a head ending in the last allowed byte is read.
+        let fill = MAX_HEAD - "HTTP/1.1 500 Er\r\nX: \r\n".len();
+        let edge = format!("HTTP/1.1 500 Er\r\nX: {}\r\n\r\n", "y".repeat(fill));
+        assert!(matches!(
+            parse_answer([edge.as_bytes()], KEY, V3),
+            Err(ConnectError::Status { status: 500, .. })
+        ));
+    }
+
+    /// Like [`handshake_error`] for answers too long to cut at every point.
+    fn handshake_error_quick(answer: &[u8]) -> String {
+        let whole = parse_answer([answer], KEY, V3).unwrap_err();
+        let chunked = parse_answer(answer.chunks(4096), KEY, V3).unwrap_err();
+        assert_eq!(whole.to_string(), chunked.to_string());
+        assert!(matches!(whole, ConnectError::Handshake(_)), "{whole:?}");
+        whole.to_string()
+    }
+
+    #[test]
+    fn a_closed_connection_before_or_inside_the_head_says_which() {
+        let e = parse_answer([], KEY, V3).unwrap_err().to_string();
+        assert!(
+            e.contains("closed the connection before it answered"),
+            "{e}"
+        );
+        let e = parse_answer([b"HTTP/1.1 101 Swi".as_slice()], KEY, V3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in the middle of its answer (16 bytes"), "{e}");
+    }
+
+    /// A service on the other end of [`upgrade`]'s stream: reads the request, answers
+    /// with `answer(key)` in 3-byte reads, then ends (EOF) or fails (a timeout).
+    struct Peer {
+        answer: fn(&str) -> Vec<u8>,
+        fail_at_end: bool,
+        request: Vec<u8>,
+        out: Option<Vec<u8>>,
+        at: usize,
+    }
+
+    impl Peer {
+        fn new(answer: fn(&str) -> Vec<u8>, fail_at_end: bool) -> Peer {
+            Peer {
+                answer,
+                fail_at_end,
+                request: Vec::new(),
+                out: None,
+                at: 0,
+            }
+        }
+    }
+
+    impl Read for Peer {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let out = self.out.get_or_insert_with(|| {
+                let text = String::from_utf8_lossy(&self.request);
+                let key = text
+                    .split("\r\n")
+                    .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                    .unwrap_or_default();
+                (self.answer)(key)
+            });
+            let n = buf.len().min(3).min(out.len() - self.at);
+            buf[..n].copy_from_slice(&out[self.at..self.at + n]);
+            self.at += n;
+            match n {
+                0 if self.fail_at_end => Err(std::io::ErrorKind::TimedOut.into()),
+                n => Ok(n),
+            }
+        }
+    }
+
+    impl Write for Peer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.request.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_io_loop_reads_the_answer_and_keeps_what_followed_it() {
+        let token = Secret::new("AQGAAXi-token");
+        let r = req(&token, None);
+        let mut good = Peer::new(
+            |key| {
+                format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\
+                     Sec-WebSocket-Protocol: aws.iot.securetunneling-3.0\r\n\r\n",
+                    accept_for(key)
+                )
+                .into_bytes()
+                .into_iter()
+                .chain(*b"\x82\x02hi")
+                .collect()
+            },
+            false,
+        );
+        let up = upgrade(&mut good, &r).unwrap().unwrap();
+        assert_eq!(up.version, Version::V3);
+        // Read 3 bytes at a time, the head's last read holds the frame's first byte; the
+        // rest stays in the stream for the frame reader.
+        let rest = &good.out.as_ref().unwrap()[good.at..];
+        assert_eq!([&up.tail[..], rest].concat(), b"\x82\x02hi");
+        // A 429 whose body never arrives in full, then the read fails: still the answer.
+        let mut refusing = Peer::new(
+            |_| b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 99\r\n\r\nslow".to_vec(),
+            true,
+        );
+        match upgrade(&mut refusing, &r).unwrap() {
+            Err(e @ ConnectError::Status { status: 429, .. }) => {
+                assert!(e.to_string().contains("Too Many Requests: slow"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A read failing before any answer is the caller's to judge (deadline or not).
+        let mut silent = Peer::new(|_| Vec::new(), true);
+        assert_eq!(
+            upgrade(&mut silent, &r).unwrap_err().kind(),
+            std::io::ErrorKind::TimedOut
+        );
+        let mut closing = Peer::new(|_| Vec::new(), false);
+        let e = upgrade(&mut closing, &r).unwrap().unwrap_err();
+        assert!(e.to_string().contains("before it answered"), "{e}");
     }
 }

@@ -59,6 +59,7 @@ impl Tcp {
         &self.sock
     }
 
+    #[cfg(any(test, feature = "testbed"))] // the testbed's scripted peers only
     pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
     }
@@ -75,6 +76,7 @@ impl Tcp {
     }
 
     /// Back to blocking, unbuffered, with a read timeout (scripted peers in tests).
+    #[cfg(any(test, feature = "testbed"))]
     pub(crate) fn set_blocking(&mut self, read_timeout: Duration) -> io::Result<()> {
         self.sock.set_nonblocking(false)?;
         self.sock.set_read_timeout(Some(read_timeout))?;

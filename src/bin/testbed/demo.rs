@@ -45,7 +45,7 @@ pub fn proxy_binary() -> Result<PathBuf, String> {
         Ok(p)
     } else {
         Err(format!(
-            "{} not found; build both binaries first: cargo build --release",
+            "{} not found; build both binaries first: cargo build --release --features testbed",
             p.display()
         ))
     }
