@@ -495,23 +495,32 @@ enum Then {
 }
 
 const ANSWER_CASES: [(Answer, Then); 18] = [
-    (Answer::TlsClose, Then::Retry("TLS")),
-    (Answer::TlsGarbage, Then::Retry("TLS")),
+    (
+        Answer::TlsClose,
+        Then::Retry("closed the connection during the handshake"),
+    ),
+    (Answer::TlsGarbage, Then::Retry("does not speak TLS")),
     (Answer::NoAccept, Then::Retry("Sec-WebSocket-Accept")),
     (Answer::WrongAccept, Then::Retry("Sec-WebSocket-Accept")),
-    (Answer::NoSubprotocol, Then::Retry("subprotocol")),
-    (Answer::OtherSubprotocol, Then::Retry("subprotocol")),
-    (Answer::Extension, Then::Retry("extension")),
-    (Answer::Http10Ok, Then::Retry("200")),
+    (Answer::NoSubprotocol, Then::Retry("chose no subprotocol")),
+    (
+        Answer::OtherSubprotocol,
+        Then::Retry("which we did not offer"),
+    ),
+    (
+        Answer::Extension,
+        Then::Retry("extensions we did not ask for"),
+    ),
+    (Answer::Http10Ok, Then::Retry("HTTP 200 OK, not a switch")),
     (Answer::LongHeader, Then::Retry("longer than")),
     (Answer::ManyHeaders, Then::Retry("longer than")),
-    (Answer::GarbageStatus, Then::Retry("SSH-2.0")),
-    (Answer::TrickleHeader, Then::Retry("deadline")),
-    (Answer::Moved, Then::Retry("301")),
-    (Answer::ServerError, Then::Retry("500")),
+    (Answer::GarbageStatus, Then::Retry("not HTTP/1.x")),
+    (Answer::TrickleHeader, Then::Retry("connect_timeout_ms")),
+    (Answer::Moved, Then::Retry("HTTP 301")),
+    (Answer::ServerError, Then::Retry("HTTP 500")),
     (Answer::Unauthorized, Then::Exit(3)),
-    (Answer::RequestTimeout, Then::Retry("408")),
-    (Answer::TooManyRequests, Then::Retry("429")),
+    (Answer::RequestTimeout, Then::Retry("HTTP 408")),
+    (Answer::TooManyRequests, Then::Retry("HTTP 429")),
     (Answer::Coalesced101, Then::Works),
 ];
 
