@@ -141,10 +141,12 @@ pub(crate) enum Noise {
     Malformed,
     /// Local clients refused (tunnel not open, one at a time, limit reached).
     LocalRefused,
+    /// SERVICE_IDS that repeat ids, or change the set mid-session.
+    ServiceIds,
 }
 
 impl Noise {
-    const ALL: [Noise; 7] = [
+    const ALL: [Noise; 8] = [
         Noise::UnknownType,
         Noise::Early,
         Noise::Stray,
@@ -152,6 +154,7 @@ impl Noise {
         Noise::Refused,
         Noise::Malformed,
         Noise::LocalRefused,
+        Noise::ServiceIds,
     ];
 
     fn what(self) -> &'static str {
@@ -163,6 +166,7 @@ impl Noise {
             Noise::Refused => "starts refused at tcp.max_active_connections",
             Noise::Malformed => "malformed tunnel messages",
             Noise::LocalRefused => "refused local connections",
+            Noise::ServiceIds => "odd SERVICE_IDS",
         }
     }
 }

@@ -37,7 +37,7 @@ impl Session {
             // thousands of times.
             let shown: Vec<String> = repeated.iter().map(|r| super::printable_id(r)).collect();
             crate::logging::peer_log!(
-                crate::logging::Noise::Malformed,
+                crate::logging::Noise::ServiceIds,
                 log::Level::Warn,
                 "the service announced service id(s) {} more than once; using each once",
                 shown.join(",")
@@ -48,7 +48,7 @@ impl Session {
             if self.ready {
                 if !same_set(&current, &announced) {
                     crate::logging::peer_log!(
-                        crate::logging::Noise::Malformed,
+                        crate::logging::Noise::ServiceIds,
                         log::Level::Warn,
                         "ignored SERVICE_IDS repeated mid-session with a different set ({})",
                         super::describe_ids(&announced)
