@@ -125,57 +125,63 @@ fn close_frame(payload: &[u8]) -> tungstenite::Message {
     tungstenite::Message::Frame(Frame::from_payload(header, payload.to_vec().into()))
 }
 
+/// Close frames of every kind to a proxy of `mode`; the other end is a healthy proxy.
+fn close_cases(mode: Mode) {
+    let echo = echo_server();
+    let r = Rig::new(&format!("hostile-close-{}", mode.as_str()), &["SSH"], &[]);
+    let dst = r.destination(&format!("SSH={}", echo.port), &[]);
+    let port = free_port();
+    let src = r.source(&format!("SSH={port}"), &[]);
+    let mut target = match mode {
+        Mode::Destination => dst,
+        Mode::Source => src,
+    };
+    let mut ready = 1;
+    // Malformed closes are protocol errors; 1001 and 1011 are the service going away or
+    // failing for a while. Each time the proxy comes back and tunnels.
+    for (payload, line) in [
+        (&[0x03][..], "a close frame with a 1-byte payload"),
+        (&[0x03, 0xED][..], "reserved or unknown close code"),
+        (&[0x03, 0xE7][..], "reserved or unknown close code"),
+        (
+            &[0x03, 0xE8, 0xC3, 0x28][..],
+            "a close reason that is not UTF-8",
+        ),
+        (&[0x03, 0xE9][..], "(code 1001: going away); reconnecting"),
+        (
+            &b"\x03\xf3oops"[..],
+            "(code 1011: oops: server error); reconnecting",
+        ),
+    ] {
+        assert!(r.tb.inject_ws(&r.t, mode, close_frame(payload)));
+        target.wait_line(line);
+        ready += 1;
+        target.wait_nth_line("tunnel ready", ready);
+        echo_check(port, &pattern(64 << 10, ready as u64));
+    }
+    // A normal close with control characters in its reason: the tunnel is closed
+    // (exit 0), and the reason reaches the console escaped.
+    assert!(r
+        .tb
+        .inject_ws(&r.t, mode, close_frame(b"\x03\xe8bye\x1b[2J\r\nFAKE LINE")));
+    assert_eq!(target.exit_code(), 0);
+    let log = target.log();
+    let line = log
+        .iter()
+        .find(|l| l.contains("the service closed the tunnel"))
+        .expect("the close is logged");
+    assert!(line.contains(r"bye\u{1b}[2J\r\nFAKE LINE"), "{line}");
+    assert!(!log.iter().any(|l| l.starts_with("FAKE LINE")));
+}
+
 #[test]
-fn close_frames_that_end_a_connection_not_the_tunnel_make_the_proxy_reconnect() {
-    watchdog(LIMIT, || {
-        let echo = echo_server();
-        let r = Rig::new("hostile-close", &["SSH"], &[]);
-        let dst = r.destination(&format!("SSH={}", echo.port), &[]);
-        let port = free_port();
-        let src = r.source(&format!("SSH={port}"), &[]);
-        let mut ready = 1;
-        // Malformed closes are protocol errors; 1001 and 1011 are the service going
-        // away or failing for a while. Each time the destination comes back and tunnels.
-        for (payload, line) in [
-            (&[0x03][..], "a close frame with a 1-byte payload"),
-            (&[0x03, 0xED][..], "reserved or unknown close code"),
-            (&[0x03, 0xE7][..], "reserved or unknown close code"),
-            (
-                &[0x03, 0xE8, 0xC3, 0x28][..],
-                "a close reason that is not UTF-8",
-            ),
-            (&[0x03, 0xE9][..], "(code 1001: going away); reconnecting"),
-            (
-                &b"\x03\xf3oops"[..],
-                "(code 1011: oops: server error); reconnecting",
-            ),
-        ] {
-            assert!(r
-                .tb
-                .inject_ws(&r.t, Mode::Destination, close_frame(payload)));
-            dst.wait_line(line);
-            ready += 1;
-            dst.wait_nth_line("tunnel ready", ready);
-            echo_check(port, &pattern(64 << 10, ready as u64));
-        }
-        // A normal close with control characters in its reason: the tunnel is closed
-        // (exit 0), and the reason reaches the console escaped.
-        assert!(r.tb.inject_ws(
-            &r.t,
-            Mode::Destination,
-            close_frame(b"\x03\xe8bye\x1b[2J\r\nFAKE LINE")
-        ));
-        let mut dst = dst;
-        assert_eq!(dst.exit_code(), 0);
-        let log = dst.log();
-        let line = log
-            .iter()
-            .find(|l| l.contains("the service closed the tunnel"))
-            .expect("the close is logged");
-        assert!(line.contains(r"bye\u{1b}[2J\r\nFAKE LINE"), "{line}");
-        assert!(!log.iter().any(|l| l.starts_with("FAKE LINE")));
-        drop(src);
-    });
+fn close_frames_that_end_a_connection_not_the_tunnel_make_a_destination_reconnect() {
+    watchdog(LIMIT, || close_cases(Mode::Destination));
+}
+
+#[test]
+fn close_frames_that_end_a_connection_not_the_tunnel_make_a_source_reconnect() {
+    watchdog(LIMIT, || close_cases(Mode::Source));
 }
 
 #[test]
@@ -549,6 +555,13 @@ fn answer_cases(mode: Mode) {
             Then::Retry(_) => {}
         }
         p.wait_line("tunnel ready");
+        let (cpu, peak) = (cpu_seconds(p.pid()), status_kb(p.pid(), "VmHWM:"));
+        assert!(
+            cpu < 2.0,
+            "{}: {cpu:.2} CPU seconds: the proxy spins",
+            answer.name()
+        );
+        assert!(peak < RSS_BOUND_KB, "{}: peak RSS {peak} kB", answer.name());
         let failed: Vec<String> = p
             .log()
             .into_iter()
