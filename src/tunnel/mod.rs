@@ -15,9 +15,9 @@ mod error;
 pub(crate) mod proxy;
 pub(crate) mod reconnect;
 mod serve;
-mod upgrade;
+pub(crate) mod upgrade;
 mod wire;
-mod ws;
+pub(crate) mod ws;
 
 use crate::config::{read_token_file, Config, Secret};
 use crate::link::{self, Shared, ToLocal, ToTunnel};
