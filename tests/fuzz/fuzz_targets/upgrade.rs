@@ -104,7 +104,11 @@ fuzz_target!(|input: &[u8]| {
                 .map(|i| i + 4)
                 .expect("a success had a whole head");
             assert!(end <= s.delivered, "the head was not all read");
-            assert!(answer.starts_with(b"HTTP/1.") && answer[8..].starts_with(b" 101"));
+            // The version is checked only as far as "HTTP/1." (the rest is not read).
+            let line_end = answer.windows(2).position(|w| w == b"\r\n").unwrap_or(end);
+            let status_line = &answer[..line_end];
+            let code = status_line.split(|&b| b == b' ').nth(1);
+            assert!(status_line.starts_with(b"HTTP/1.") && code == Some(b"101"));
             assert!(
                 u.tail == answer[end..s.delivered],
                 "tail {:?} is not the {} bytes read after the head",
@@ -113,8 +117,12 @@ fuzz_target!(|input: &[u8]| {
             );
         }
         Err(e) => {
+            // The answer's text as an error line may show it (control characters
+            // dropped): a token the answer spells out itself is not a leak.
+            let text: String =
+                String::from_utf8_lossy(answer).chars().filter(|c| !c.is_control()).collect();
             for t in TOKENS {
-                if !answer.windows(t.len()).any(|w| w == t.as_bytes()) {
+                if !text.contains(t) {
                     assert!(!e.contains(t), "a token in the error line: {e}");
                 }
             }
