@@ -23,7 +23,9 @@ fuzz_target!(|data: &[u8]| {
     // the file (say as the region, which an error quotes), proves nothing.
     if let Some(t) = c.access_token.filter(|t| t.len() >= 12 && text.matches(t.as_str()).count() == 1) {
         assert!(!shown.contains(&t), "the access token is shown: {shown}");
-        for w in &c.warnings {
+        // The same line read as a --config-dir mapping is a service id and its value,
+        // which that warning quotes: the text is no token there.
+        for w in c.warnings.iter().filter(|w| !w.starts_with("--config-dir")) {
             assert!(!w.contains(&t), "the access token is in a warning: {w}");
         }
     }
