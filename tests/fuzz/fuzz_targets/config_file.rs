@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
     };
     // A token short enough to be a word of the messages, or also written elsewhere in
     // the file (say as the region, which an error quotes), proves nothing.
-    if let Some(t) = c.access_token.filter(|t| t.len() >= 12 && text.matches(t.as_str()).count() == 1) {
+    if let Some(t) = c
+        .access_token
+        .filter(|t| t.len() >= 12 && text.matches(t.as_str()).count() == 1)
+    {
         assert!(!shown.contains(&t), "the access token is shown: {shown}");
         // The same line read as a --config-dir mapping is a service id and its value,
         // which that warning quotes: the text is no token there.

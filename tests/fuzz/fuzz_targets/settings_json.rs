@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
             match settings_json(&written) {
                 Ok((again, warnings)) => {
                     assert!(warnings.is_empty(), "{warnings:?} reading back {written}");
-                    assert!(again == settings, "{written} reads back as {again:?}, not {settings:?}");
+                    assert!(
+                        again == settings,
+                        "{written} reads back as {again:?}, not {settings:?}"
+                    );
                 }
                 Err(e) => panic!("our own output does not read back: {e}\n{written}"),
             }

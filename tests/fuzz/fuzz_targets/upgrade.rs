@@ -40,7 +40,10 @@ impl Read for Service {
             // The answer is made once the whole request is there, as a server would.
             self.answered = true;
             let text = String::from_utf8_lossy(&self.request).into_owned();
-            assert!(text.ends_with("\r\n\r\n"), "read before the request was complete");
+            assert!(
+                text.ends_with("\r\n\r\n"),
+                "read before the request was complete"
+            );
             let key = text
                 .split("\r\n")
                 .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
@@ -119,8 +122,10 @@ fuzz_target!(|input: &[u8]| {
         Err(e) => {
             // The answer's text as an error line may show it (control characters
             // dropped): a token the answer spells out itself is not a leak.
-            let text: String =
-                String::from_utf8_lossy(answer).chars().filter(|c| !c.is_control()).collect();
+            let text: String = String::from_utf8_lossy(answer)
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
             for t in TOKENS {
                 if !text.contains(t) {
                     assert!(!e.contains(t), "a token in the error line: {e}");

@@ -50,26 +50,48 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     if how & 1 == 0 {
-        let mut p = Proxy { answer: rest, delivered: 0, time_out: how & 2 != 0 };
+        let mut p = Proxy {
+            answer: rest,
+            delivered: 0,
+            time_out: how & 2 != 0,
+        };
         let url = format!("http://user:{PASSWORD}@proxy.lan:3128");
-        let result = web_proxy_connect(&mut p, &url, "data.tunneling.iot.eu-west-1.amazonaws.com", 443);
-        let head_end = rest.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+        let result = web_proxy_connect(
+            &mut p,
+            &url,
+            "data.tunneling.iot.eu-west-1.amazonaws.com",
+            443,
+        );
+        let head_end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 4);
         if let Some(end) = head_end {
             // Read up to the blank line and not one byte further (or gave up earlier
             // on an oversized head).
-            assert!(p.delivered <= end, "read {} bytes past the head", p.delivered - end);
+            assert!(
+                p.delivered <= end,
+                "read {} bytes past the head",
+                p.delivered - end
+            );
         }
         match result {
             Ok(()) => {
                 let end = head_end.expect("success without a whole head");
                 assert_eq!(p.delivered, end);
                 let head = String::from_utf8_lossy(&rest[..end]);
-                let code = head.lines().next().and_then(|l| l.split_whitespace().nth(1));
+                let code = head
+                    .lines()
+                    .next()
+                    .and_then(|l| l.split_whitespace().nth(1));
                 let code = code.and_then(|c| c.parse::<u16>().ok()).unwrap_or(0);
                 assert!((200..300).contains(&code), "success on {head:?}");
             }
             Err(e) => {
-                if !rest.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()) {
+                if !rest
+                    .windows(PASSWORD.len())
+                    .any(|w| w == PASSWORD.as_bytes())
+                {
                     assert!(!e.contains(PASSWORD), "the password in an error line: {e}");
                 }
             }

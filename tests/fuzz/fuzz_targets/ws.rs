@@ -48,7 +48,11 @@ fn drain(r: &mut WsReader, buf: &[u8], seen: &mut Seen) -> (usize, Option<String
                         seen.data.extend_from_slice(d);
                     }
                     WsEvent::Ping(p) | WsEvent::Pong(p) => {
-                        assert!(inside(p) && p.len() <= 125, "{} byte control payload", p.len());
+                        assert!(
+                            inside(p) && p.len() <= 125,
+                            "{} byte control payload",
+                            p.len()
+                        );
                         seen.events.push(format!("{ev:?}"));
                     }
                     WsEvent::Text { first } => {
@@ -87,13 +91,21 @@ fuzz_target!(|input: &[u8]| {
     };
 
     // All at once.
-    let mut whole = Seen { events: Vec::new(), data: Vec::new(), end: None };
+    let mut whole = Seen {
+        events: Vec::new(),
+        data: Vec::new(),
+        end: None,
+    };
     let mut r = WsReader::new(max_frame);
     let (_, err) = drain(&mut r, bytes, &mut whole);
     whole.end = err;
 
     // In chunks, keeping what was not used, as serve.rs does with its read buffer.
-    let mut cut = Seen { events: Vec::new(), data: Vec::new(), end: None };
+    let mut cut = Seen {
+        events: Vec::new(),
+        data: Vec::new(),
+        end: None,
+    };
     let mut r = WsReader::new(max_frame);
     let mut pending: Vec<u8> = Vec::new();
     let mut state = u32::from(*seed) | 0x100;
