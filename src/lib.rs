@@ -14,6 +14,8 @@
 //! - [`logging`], [`trust`], `token`, `resolve`: log lines, CA certificates, the client
 //!   token, name lookups off the I/O threads.
 //! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop, sockets, memory, the clock tick.
+//! - `fuzzing`: thin wrappers over the parsers that read peer or user bytes, for
+//!   tests/fuzz only (hidden from the docs).
 //! - `testbed` (cargo feature `testbed`): the project's own double of the tunneling
 //!   service (tests, `testbed` binary).
 //!
@@ -22,6 +24,8 @@
 
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod link;
 pub(crate) mod local;
 pub mod logging;

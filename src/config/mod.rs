@@ -25,11 +25,11 @@ pub(crate) mod error;
 pub(crate) mod model;
 
 mod effective;
-mod files;
-mod from_notification;
+pub(crate) mod files;
+pub(crate) mod from_notification;
 mod load;
-mod notification;
-mod precedence;
+pub(crate) mod notification;
+pub(crate) mod precedence;
 mod rules;
 mod settings;
 mod validate;

@@ -266,11 +266,17 @@ impl Settings {
             let known = match path.strip_prefix(KEY_PREFIX) {
                 Some(key) => s
                     .apply(key, value)
-                    .map_err(|(problem, fix)| ConfigError::new(path.clone(), problem, fix))?,
+                    // A JSON key may hold any character: escaped, so the line stays one.
+                    .map_err(|(problem, fix)| {
+                        ConfigError::new(path.escape_debug().to_string(), problem, fix)
+                    })?,
                 None => false,
             };
             if !known {
-                warnings.push(format!("settings key '{path}' is unknown and ignored"));
+                warnings.push(format!(
+                    "settings key '{}' is unknown and ignored",
+                    path.escape_debug()
+                ));
             }
         }
         s.validate()?;
@@ -324,7 +330,12 @@ impl Settings {
     /// Checks every value against the limits the engine relies on.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let err = |key: &str, problem: String, fix: String| {
-            Err(ConfigError::new(format!("{KEY_PREFIX}{key}"), problem, fix))
+            // A region override's key is the file's text: escaped, so the line stays one.
+            Err(ConfigError::new(
+                format!("{KEY_PREFIX}{}", key.escape_debug()),
+                problem,
+                fix,
+            ))
         };
         let range = |key: &str, v: u64, lo: u64, hi: u64| -> Result<(), ConfigError> {
             if v < lo || v > hi {
@@ -627,6 +638,30 @@ mod tests {
 
     fn proxy(inner: &str) -> String {
         format!(r#"{{"tunneling": {{"proxy": {{ {inner} }} }} }}"#)
+    }
+
+    /// Found by the settings_json fuzz target: a key with a newline (`\n` in JSON) made
+    /// the error, and the unknown-key warning, two lines on the console.
+    #[test]
+    fn keys_with_control_characters_stay_on_one_line() {
+        let e = err(&proxy(
+            r#""region_endpoint_overrides": {"\n-north-0": "data.tunneling.iot.cn-nor2"}"#,
+        ));
+        assert!(
+            e.starts_with(r"tunneling.proxy.region_endpoint_overrides.\n-north-0: "),
+            "{e}"
+        );
+        // Only a region override's key is free text among the known keys; any other
+        // key with such characters is unknown, and its warning is escaped likewise.
+        let (_, warnings) =
+            Settings::from_json(&proxy(r#""x\r\ny": 1, "tcp\u001b[2J": 2"#)).unwrap();
+        assert_eq!(
+            warnings,
+            vec![
+                r"settings key 'tunneling.proxy.tcp\u{1b}[2J' is unknown and ignored".to_string(),
+                r"settings key 'tunneling.proxy.x\r\ny' is unknown and ignored".to_string(),
+            ]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub(crate) mod reconnect;
 mod serve;
 pub(crate) mod upgrade; // crate-visible for the fuzz wrapper (src/fuzzing.rs)
 mod wire;
-mod ws;
+pub(crate) mod ws;
 
 use crate::config::{read_token_file, Config, Secret};
 use crate::link::{self, Shared, ToLocal, ToTunnel};
