@@ -261,9 +261,11 @@ pub(crate) fn connect_through<S: Read + Write>(
         status_line.push_str("...");
     }
     let status_line = status_line.escape_debug().to_string();
-    let code = status_line
+    // Three digits, as HTTP spells a status (u16::parse would take "+200").
+    let code = raw_status
         .split_whitespace()
         .nth(1)
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|c| c.parse::<u16>().ok())
         .unwrap_or(0);
     if !(200..300).contains(&code) {
@@ -313,6 +315,8 @@ mod tests {
         assert!(e.ends_with("x..."), "{e}");
         assert!(e.len() < 220, "{e}");
         assert!(answer("HTTP/1.1 200 Connection established\r\n\r\n").is_ok());
+        assert!(answer("HTTP/1.1 +200 Connection established\r\n\r\n").is_err());
+        assert!(answer("HTTP/1.1 2000 Connection established\r\n\r\n").is_err());
     }
 
     #[test]
