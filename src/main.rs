@@ -16,8 +16,15 @@ use std::io::Write;
 #[global_allocator]
 static ALLOC: localproxy::sys::CachingAlloc = localproxy::sys::CachingAlloc::new();
 
+/// How long the log queue may take to reach the console at exit.
+const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() {
-    std::process::exit(run().code());
+    let exit = run();
+    // The last lines (why it stops) are in the log thread's queue: let them out, but a
+    // console that does not drain does not keep the process alive.
+    logging::flush(LOG_FLUSH);
+    std::process::exit(exit.code());
 }
 
 fn out(text: &str) {
