@@ -469,7 +469,11 @@ pub fn help_text() -> String {
          \x20 LOCALPROXY_LOG_TIMESTAMPS  0 drops the timestamp from log lines (syslog adds one)\n\
          \x20 https_proxy, HTTPS_PROXY   web proxy for the WebSocket: http[s]://[user:pass@]host[:port]\n\
          \x20 no_proxy, NO_PROXY         hosts and domains reached without the web proxy\n\
-         \nSignals: SIGTERM/SIGINT close the tunnel and exit 0; SIGUSR1 logs one status line.\n\
+         \nSignals:\n\
+         \x20 SIGTERM, SIGINT, SIGHUP  close the tunnel and local connections, exit 0;\n\
+         \x20                          SIGINT and SIGHUP ignored at start (nohup, cmd &)\n\
+         \x20                          stay ignored\n\
+         \x20 SIGUSR1                  log one status line\n\
          \nExit codes:\n\
          \x20 0  tunnel closed by the service, SIGTERM/SIGINT, --help, --version, --check ok\n\
          \x20 1  internal error (a bug, or an OS failure the proxy cannot work around)\n\

@@ -208,11 +208,15 @@ fn now_stamp() -> String {
 static STAMPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 fn start_writer() {
-    let spawned = std::thread::Builder::new()
-        .name("log".into())
-        // Formatting is done by the logging threads: this one only copies bytes.
-        .stack_size(64 * 1024)
-        .spawn(writer_loop);
+    // Spawned before the main thread blocks the signals it waits for: without a full
+    // mask a SIGTERM or the threads' SIGUSR2 could land here and kill the process.
+    let spawned = crate::sys::with_all_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name("log".into())
+            // Formatting is done by the logging threads: this one only copies bytes.
+            .stack_size(64 * 1024)
+            .spawn(writer_loop)
+    });
     queue().writer = spawned.is_ok();
 }
 

@@ -22,6 +22,22 @@ pub(crate) const STOP_TIMEOUT: Duration = Duration::from_millis(1800);
 
 const SIGNALS: [i32; 5] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2];
 
+/// Signals a parent may have set to ignored that stay ignored: `nohup` ignores SIGHUP
+/// so logging out does not end the process, a script's `cmd &` ignores SIGINT. Blocking
+/// them for `sigwait` would undo that (a blocked signal is queued even when ignored),
+/// so they are left out. SIGTERM always stops, SIGUSR2 is the threads' own wake-up.
+const KEEP_IGNORED: [i32; 2] = [SIGHUP, SIGINT];
+
+/// The signals this run takes with `sigwait`: [`SIGNALS`] less those that were ignored
+/// at start (`ignored` says which).
+fn signals_to_take(ignored: impl Fn(i32) -> bool) -> Vec<i32> {
+    SIGNALS
+        .iter()
+        .copied()
+        .filter(|&s| !(KEEP_IGNORED.contains(&s) && ignored(s)))
+        .collect()
+}
+
 /// Runs the proxy until the tunnel ends or a signal stops it.
 pub fn run(mut config: Config) -> Exit {
     if config.require_non_root && config.user.is_none() && sys::is_root() {
@@ -100,7 +116,14 @@ pub fn run(mut config: Config) -> Exit {
             return Exit::Usage;
         }
     };
-    if let Err(e) = sys::block_signals(&SIGNALS) {
+    let signals = signals_to_take(sys::is_ignored);
+    for s in KEEP_IGNORED.iter().filter(|s| !signals.contains(s)) {
+        log::info!(
+            "{} was ignored at start (nohup?): it stays ignored",
+            name(*s)
+        );
+    }
+    if let Err(e) = sys::block_signals(&signals) {
         log::error!("cannot block signals: {e}");
         return Exit::Internal;
     }
@@ -109,7 +132,7 @@ pub fn run(mut config: Config) -> Exit {
         privileges,
         web_proxy,
     };
-    match spawn_and_wait(config, prepared) {
+    match spawn_and_wait(config, prepared, &signals) {
         Ok(x) => x,
         Err(e) => {
             log::error!("{e}");
@@ -118,7 +141,17 @@ pub fn run(mut config: Config) -> Exit {
     }
 }
 
-fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
+fn name(sig: i32) -> &'static str {
+    match sig {
+        SIGTERM => "SIGTERM",
+        SIGINT => "SIGINT",
+        SIGHUP => "SIGHUP",
+        SIGUSR1 => "SIGUSR1",
+        _ => "SIGUSR2",
+    }
+}
+
+fn spawn_and_wait(config: Config, prepared: Prepared, signals: &[i32]) -> std::io::Result<Exit> {
     let s = &config.settings;
     let limits = Limits {
         // Each local read becomes one DATA message: no larger than either allows.
@@ -176,7 +209,7 @@ fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
         })?;
 
     let exit = loop {
-        let sig = sys::wait_signal(&SIGNALS)?;
+        let sig = sys::wait_signal(signals)?;
         match sig {
             SIGUSR1 => {
                 let _ = main_tx.send(ToTunnel::Status);
@@ -187,12 +220,10 @@ fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
                 }
             }
             _ => {
-                let name = match sig {
-                    SIGTERM => "SIGTERM",
-                    SIGINT => "SIGINT",
-                    _ => "SIGHUP",
-                };
-                log::info!("{name} received: closing the tunnel and local connections");
+                log::info!(
+                    "{} received: closing the tunnel and local connections",
+                    name(sig)
+                );
                 break Exit::Ok;
             }
         }
@@ -224,4 +255,20 @@ fn finish(slot: &Mutex<Option<Exit>>, x: Exit) {
 /// The cipher order this CPU gets, for the log and `--check`.
 pub fn tls_cipher_order() -> &'static str {
     connect::describe_cipher_order()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignored_hangup_and_interrupt_stay_ignored_and_the_rest_is_taken() {
+        assert_eq!(signals_to_take(|_| false), SIGNALS.to_vec());
+        assert_eq!(
+            signals_to_take(|s| s == SIGHUP),
+            vec![SIGTERM, SIGINT, SIGUSR1, SIGUSR2]
+        );
+        // Ignored SIGTERM or SIGUSR2 are taken anyway: stop must work, USR2 is ours.
+        assert_eq!(signals_to_take(|_| true), vec![SIGTERM, SIGUSR1, SIGUSR2]);
+    }
 }

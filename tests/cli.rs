@@ -319,6 +319,9 @@ fn help_lists_every_option() {
         "AWSIOT_TUNNEL_REGION",
         "Exit codes",
         "README",
+        "SIGTERM, SIGINT, SIGHUP",
+        "SIGINT and SIGHUP ignored at start (nohup, cmd &)",
+        "SIGUSR1",
     ] {
         assert!(out.contains(opt), "missing {opt}");
     }

@@ -2,14 +2,15 @@
 //! serial line has it. Covers what a console does to a process that a pipe does not:
 //! output stopped by flow control (Ctrl-S) must not stop the tunnel.
 //!
-//! The pty is opened here with libc::openpty (no tmux or screen needed). Not covered
+//! The pty is opened with openpty (`localproxy::sys::tty`; no tmux or screen needed). Not covered
 //! here: line widths (tests/cli.rs) and the init script (tests/busybox.rs).
 
 mod common;
 
 use common::*;
+use localproxy::sys;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -24,33 +25,13 @@ struct Pty {
 }
 
 fn openpty() -> Pty {
-    let (mut m, mut s) = (-1, -1);
-    // SAFETY: openpty writes two fds into the ints; name, termios and winsize are null.
-    let r = unsafe {
-        libc::openpty(
-            &mut m,
-            &mut s,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both fds were just returned by openpty and are owned by nobody else.
-    unsafe {
-        Pty {
-            master: OwnedFd::from_raw_fd(m),
-            slave: OwnedFd::from_raw_fd(s),
-        }
-    }
+    let (master, slave) = sys::tty::open_pty().expect("openpty");
+    Pty { master, slave }
 }
 
 /// Stops (Ctrl-S, XOFF) or restarts (Ctrl-Q) output on the terminal `fd` belongs to.
 fn flow(fd: &OwnedFd, on: bool) {
-    let action = if on { libc::TCOON } else { libc::TCOOFF };
-    // SAFETY: tcflow on an open terminal fd has no memory effects.
-    let r = unsafe { libc::tcflow(fd.as_raw_fd(), action) };
-    assert_eq!(r, 0, "tcflow: {}", std::io::Error::last_os_error());
+    sys::tty::set_output_flow(fd, on).expect("tcflow");
 }
 
 /// Every line the console has shown so far, and a way to wait for one.
@@ -211,5 +192,54 @@ fn a_console_that_stops_taking_output_does_not_stop_the_tunnel() {
         drop(echo_check(port, &data));
         wait_console(&lines, "closed after", before + 1);
         drop((dst, src));
+    });
+}
+
+/// `sh -c 'trap "" HUP; exec localproxy ...'`: a parent that ignores SIGHUP, as nohup does.
+fn start_ignoring_hup(rig: &Rig, more: &[&str], token: &str) -> Proxy {
+    let mut args: Vec<String> = vec![
+        "-c".into(),
+        "trap '' HUP; exec \"$0\" \"$@\"".into(),
+        env!("CARGO_BIN_EXE_localproxy").into(),
+    ];
+    args.extend(rig.args(more));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proxy::start_program("/bin/sh", &[], &a, &[("AWSIOT_TUNNEL_ACCESS_TOKEN", token)])
+}
+
+#[test]
+fn a_hangup_ignored_at_start_stays_ignored() {
+    watchdog(WAIT * 2, || {
+        let rig = Rig::new("console-nohup", &[], &[]);
+        let echo = echo_server();
+        let target = echo.port.to_string();
+        let mut dst = start_ignoring_hup(&rig, &["-d", &target], &rig.t.destination_token);
+        dst.wait_line("SIGHUP was ignored at start (nohup?): it stays ignored");
+        dst.wait_line("tunnel ready");
+        dst.signal(sys::SIGHUP);
+        // Signals are taken in order by one thread: the status line for the SIGUSR1
+        // sent after the SIGHUP shows the SIGHUP has had its chance.
+        dst.signal(sys::SIGUSR1);
+        dst.wait_line("status:");
+        assert_eq!(dst.count("SIGHUP received"), 0, "{:?}", dst.log());
+        let port = free_port().to_string();
+        let src = rig.source(&port, &[]);
+        drop(echo_check(port.parse().unwrap(), &pattern(4096, 2)));
+        drop(src);
+        dst.signal(sys::SIGTERM);
+        assert_eq!(dst.exit_code(), 0);
+        dst.wait_line("SIGTERM received");
+    });
+}
+
+#[test]
+fn a_hangup_not_ignored_closes_the_tunnel() {
+    watchdog(WAIT, || {
+        let rig = Rig::new("console-hup", &[], &[]);
+        let mut dst = rig.destination("22", &[]);
+        assert_eq!(dst.count("was ignored at start"), 0);
+        dst.signal(sys::SIGHUP);
+        assert_eq!(dst.exit_code(), 0);
+        dst.wait_line("SIGHUP received: closing the tunnel");
     });
 }
