@@ -81,18 +81,28 @@ fn run() -> Exit {
         log::warn!("{w}");
     }
 
+    let mut config = loaded.config;
+    let purpose = if args.check {
+        localproxy::run::Purpose::Check
+    } else {
+        localproxy::run::Purpose::Run
+    };
+    // The same checks for --check and for a run, before anything connects: a set-up
+    // error never uses the access token.
+    let checked = match localproxy::run::check(&mut config, purpose) {
+        Ok(c) => c,
+        Err(e) => {
+            // After the warnings already queued, not before them.
+            logging::flush(LOG_FLUSH);
+            return usage(&e);
+        }
+    };
     if args.check {
-        let mut text = loaded.config.describe();
-        text.push_str(&format!(
-            "trust-store = {}\n",
-            localproxy::trust::choose_here().describe()
-        ));
-        text.push_str(&format!(
-            "tls-ciphers = {}\n",
-            localproxy::run::tls_cipher_order()
-        ));
+        let mut text = config.describe();
+        text.push_str(&checked.report(&config));
+        logging::flush(LOG_FLUSH);
         out(&text);
         return Exit::Ok;
     }
-    localproxy::run::run(loaded.config)
+    localproxy::run::run(config, checked)
 }

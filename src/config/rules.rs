@@ -175,6 +175,22 @@ pub(crate) fn parse_bind_address(b: &str) -> Result<String, Problem> {
             "give a host name or IP address, e.g. 0.0.0.0 or ::1",
         ));
     }
+    // Digits and dots can only be an IPv4 address (no name is all digits), and a colon
+    // only an IPv6 one: say so here rather than after a failed lookup and bind.
+    if inner.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+        && inner.parse::<std::net::Ipv4Addr>().is_err()
+    {
+        return Err(problem(
+            format!("'{}' is not an IPv4 address", quoted(inner)),
+            "give four numbers 0-255, e.g. 192.168.1.1, or a host name",
+        ));
+    }
+    if inner.contains(':') && inner.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(problem(
+            format!("'{}' is not an IPv6 address", quoted(inner)),
+            "give an IPv6 address, e.g. ::1 or fe80::1",
+        ));
+    }
     Ok(inner.to_string())
 }
 

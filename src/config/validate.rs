@@ -603,6 +603,14 @@ mod tests {
             err(&["-r", "us-east-1", "-s", "22", "-b", "[]"]).starts_with("--local-bind-address:")
         );
         assert!(err(&["-r", "us-east-1", "-s", "22", "-b", &"a".repeat(254)]).contains("253"));
+        assert!(err(&["-r", "us-east-1", "-s", "22", "-b", "999.1.1.1"])
+            .starts_with("--local-bind-address: '999.1.1.1' is not an IPv4 address"));
+        assert!(err(&["-r", "us-east-1", "-d", "22", "-b", "1.2.3"])
+            .starts_with("--local-bind-address: '1.2.3' is not an IPv4 address"));
+        assert!(err(&["-r", "us-east-1", "-s", "22", "-b", "1::2::3"])
+            .starts_with("--local-bind-address: '1::2::3' is not an IPv6 address"));
+        assert!(build(&["-r", "us-east-1", "-s", "22", "-b", "router.lan"]).is_ok());
+        assert!(build(&["-r", "us-east-1", "-s", "22", "-b", "0.0.0.0"]).is_ok());
     }
 
     #[test]
