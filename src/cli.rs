@@ -140,7 +140,7 @@ pub(crate) const OPTIONS: &[OptSpec] = &[
     opt(OptId::Check, None, "check", None, None, false,
         "check the whole configuration, print it (tokens masked) and exit:\n0 if valid, 2 if not; nothing is sent over the network"),
     opt(OptId::Notification, None, "notification", Some("FILE"), None, false,
-        "destination: take the access token, region and services from a tunnel\nnotification (the JSON published on $aws/things/THING/tunnels/notify);\n- reads it from stdin; -d maps its services; -e still overrides the region"),
+        "destination: take the access token, region and services from a tunnel\nnotification (the JSON published on $aws/things/THING/tunnels/notify);\n- reads it from stdin; -d maps its services; -e overrides the region"),
 ];
 
 /// The row of an option.
@@ -465,9 +465,9 @@ pub fn help_text() -> String {
     }
     s.push_str(
         "\nOther environment variables:\n\
-         \x20 RUST_LOG                   log filter, overrides -v (e.g. debug, localproxy=trace)\n\
-         \x20 LOCALPROXY_LOG_TIMESTAMPS  0 drops the timestamp from log lines (syslog adds one)\n\
-         \x20 https_proxy, HTTPS_PROXY   web proxy for the WebSocket: http[s]://[user:pass@]host[:port]\n\
+         \x20 RUST_LOG                   log filter, overrides -v (debug, localproxy=trace)\n\
+         \x20 LOCALPROXY_LOG_TIMESTAMPS  0 drops the timestamp from log lines (for syslog)\n\
+         \x20 https_proxy, HTTPS_PROXY   web proxy: http[s]://[user:pass@]host[:port]\n\
          \x20 no_proxy, NO_PROXY         hosts and domains reached without the web proxy\n\
          \nSignals:\n\
          \x20 SIGTERM, SIGINT, SIGHUP  close the tunnel and local connections, exit 0;\n\

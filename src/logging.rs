@@ -60,6 +60,70 @@ pub fn timestamps_wanted(value: Option<&str>) -> bool {
     )
 }
 
+/// A byte count for a log line: exact below 10 000, else in KiB, MiB or GiB with one
+/// decimal, so a busy connection's line keeps its width.
+pub(crate) fn size(bytes: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes < 10_000 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// How [`Repeats::failed`] says to show a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shown {
+    /// A new failure: the whole line.
+    Full,
+    /// The same again, at a power-of-two repeat: `(same failure, attempt N)`.
+    Same,
+    /// The same again in between: debug level only.
+    Quiet,
+}
+
+/// A failure that repeats (the service unreachable for hours): shown in full once,
+/// then as one short line at the 2nd, 4th, 8th, ... time in a row, so the console gets
+/// a line at growing intervals rather than one per attempt.
+#[derive(Debug, Default)]
+pub(crate) struct Repeats {
+    last: Option<String>,
+    streak: u32,
+}
+
+impl Repeats {
+    pub(crate) fn failed(&mut self, why: &str) -> Shown {
+        if self.last.as_deref() == Some(why) {
+            self.streak = self.streak.saturating_add(1);
+            if self.streak.is_power_of_two() {
+                Shown::Same
+            } else {
+                Shown::Quiet
+            }
+        } else {
+            self.last = Some(why.to_string());
+            self.streak = 1;
+            Shown::Full
+        }
+    }
+
+    /// Failures in a row so far (0 after a success).
+    pub(crate) fn streak(&self) -> u32 {
+        self.streak
+    }
+
+    /// A success ends the streak: the next failure is shown in full.
+    pub(crate) fn reset(&mut self) {
+        self.last = None;
+        self.streak = 0;
+    }
+}
+
 /// Days since 1970-01-01 → (year, month 1-12, day 1-31) in the proleptic Gregorian
 /// calendar. Counting years from 1 March puts the leap day at the end of the year, so a
 /// month's first day follows from a linear formula and only 400-year eras need division.
@@ -624,6 +688,35 @@ mod tests {
         let stamped = dropped_line(2, true);
         assert_eq!(stamped.as_bytes()[24], b' ', "{stamped}");
         assert!(stamped.ends_with(" WARN (2 log lines dropped: console not draining)\n"));
+    }
+
+    #[test]
+    fn a_repeated_failure_shows_at_growing_intervals() {
+        let mut r = Repeats::default();
+        let shown: Vec<Shown> = (0..17).map(|_| r.failed("refused")).collect();
+        let loud: Vec<usize> = (0..17).filter(|&i| shown[i] != Shown::Quiet).collect();
+        assert_eq!(shown[0], Shown::Full);
+        assert_eq!(loud, vec![0, 1, 3, 7, 15], "attempts 1, 2, 4, 8, 16");
+        assert_eq!(r.streak(), 17);
+        assert_eq!(r.failed("timed out"), Shown::Full, "another failure is new");
+        assert_eq!(r.failed("timed out"), Shown::Same);
+        r.reset();
+        assert_eq!(r.streak(), 0);
+        assert_eq!(
+            r.failed("timed out"),
+            Shown::Full,
+            "after a success, in full again"
+        );
+    }
+
+    #[test]
+    fn sizes_stay_short() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(9_999), "9999 B");
+        assert_eq!(size(10_000), "9.8 KiB");
+        assert_eq!(size(32 * 1024 * 1024), "32.0 MiB");
+        assert_eq!(size(5 << 30), "5.0 GiB");
+        assert_eq!(size(u64::MAX), "17179869184.0 GiB");
     }
 
     #[test]

@@ -77,9 +77,6 @@ fn run() -> Exit {
         std::env::var("RUST_LOG").ok().as_deref(),
         logging::timestamps_wanted(std::env::var(logging::TIMESTAMPS_ENV).ok().as_deref()),
     );
-    for w in &loaded.warnings {
-        log::warn!("{w}");
-    }
 
     let mut config = loaded.config;
     let purpose = if args.check {
@@ -89,20 +86,27 @@ fn run() -> Exit {
     };
     // The same checks for --check and for a run, before anything connects: a set-up
     // error never uses the access token.
-    let checked = match localproxy::run::check(&mut config, purpose) {
+    let mut warnings: Vec<String> = loaded.warnings.clone();
+    let checked = match localproxy::run::check(&mut config, purpose, &mut warnings) {
         Ok(c) => c,
         Err(e) => {
-            // After the warnings already queued, not before them.
+            for w in &warnings {
+                log::warn!("{w}");
+            }
+            // The usage line goes straight to stderr: after the queued warnings.
             logging::flush(LOG_FLUSH);
             return usage(&e);
         }
     };
     if args.check {
+        for w in &warnings {
+            log::warn!("{w}");
+        }
         let mut text = config.describe();
-        text.push_str(&checked.report(&config));
+        text.push_str(&checked.report(&config, warnings.len()));
         logging::flush(LOG_FLUSH);
         out(&text);
         return Exit::Ok;
     }
-    localproxy::run::run(config, checked)
+    localproxy::run::run(config, checked, &warnings)
 }

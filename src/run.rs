@@ -54,17 +54,19 @@ pub enum Purpose {
 pub struct Checked {
     prepared: Prepared,
     report: Vec<(&'static str, String)>,
-    warnings: usize,
+    /// What the run logs about its set-up once every check has passed.
+    notes: Vec<String>,
 }
 
 impl Checked {
-    /// The lines `--check` prints after the configuration, the verdict last.
-    pub fn report(&self, config: &Config) -> String {
+    /// The lines `--check` prints after the configuration, the verdict last;
+    /// `warnings` is how many warnings went to stderr.
+    pub fn report(&self, config: &Config, warnings: usize) -> String {
         let mut out = String::new();
         for (k, v) in &self.report {
             out.push_str(&format!("{k} = {v}\n"));
         }
-        let warned = match self.warnings {
+        let warned = match warnings {
             0 => String::new(),
             1 => ", 1 warning on stderr".to_string(),
             n => format!(", {n} warnings on stderr"),
@@ -85,9 +87,14 @@ impl Checked {
 /// `--capath`, and whether the source's listen addresses can be bound (a port below
 /// 1024 as non-root, an address this machine does not have). A port in use is only a
 /// warning: the run retries it, and the process holding it may be about to stop.
-pub fn check(config: &mut Config, purpose: Purpose) -> Result<Checked, ConfigError> {
+/// Warnings found go into `warnings`, for the caller to log in order (after the run's
+/// first line).
+pub fn check(
+    config: &mut Config,
+    purpose: Purpose,
+    warnings: &mut Vec<String>,
+) -> Result<Checked, ConfigError> {
     let mut report = Vec::new();
-    let mut warnings = 0;
     if config.require_non_root && config.user.is_none() && sys::is_root() {
         return Err(ConfigError::new(
             "--require-non-root",
@@ -119,8 +126,7 @@ pub fn check(config: &mut Config, purpose: Purpose) -> Result<Checked, ConfigErr
                     .as_deref()
                     .unwrap_or(&config.settings.default_bind_address);
                 if let Some(w) = check_bind(host, *port, config.user.is_some())? {
-                    log::warn!("{w}");
-                    warnings += 1;
+                    warnings.push(w);
                 }
             }
         }
@@ -143,11 +149,13 @@ pub fn check(config: &mut Config, purpose: Purpose) -> Result<Checked, ConfigErr
     ));
     let store = trust::choose_here();
     for place in &store.ignored {
-        log::warn!("{place} holds no usable CA certificate (a PEM file, or a directory hashed with `openssl rehash`); ignoring it");
-        warnings += 1;
+        warnings.push(format!(
+            "{place} holds no usable CA certificate (a PEM file, or a hashed \
+             directory): ignored"
+        ));
     }
     notes.push(format!("trust store: {}", store.describe()));
-    notes.push(format!("TLS cipher order: {}", tls_cipher_order()));
+    notes.push(format!("TLS ciphers: {}", tls_cipher_order()));
     report.push(("trust-store", store.describe()));
     report.push(("tls-ciphers", tls_cipher_order().to_string()));
     let tls = connect::tls_connector(
@@ -156,6 +164,16 @@ pub fn check(config: &mut Config, purpose: Purpose) -> Result<Checked, ConfigErr
         config.no_ssl_host_verify,
     )
     .map_err(|e| ConfigError::new("", e, ""))?;
+    if let Some(dir) = &config.capath {
+        notes.push(format!(
+            "-c: {} more CA(s) from {}",
+            tls.extra_cas,
+            dir.display()
+        ));
+    }
+    if let Some(p) = &web_proxy {
+        notes.push(format!("web proxy: {p}"));
+    }
     // Last: a run may create --client-token-file, which it should not do for a set-up
     // it then refuses.
     match purpose {
@@ -166,11 +184,6 @@ pub fn check(config: &mut Config, purpose: Purpose) -> Result<Checked, ConfigErr
         }
         Purpose::Check => check_client_token_file(config)?,
     }
-    if purpose == Purpose::Run {
-        for n in notes {
-            log::info!("{n}");
-        }
-    }
     Ok(Checked {
         prepared: Prepared {
             tls,
@@ -178,7 +191,7 @@ pub fn check(config: &mut Config, purpose: Purpose) -> Result<Checked, ConfigErr
             web_proxy,
         },
         report,
-        warnings,
+        notes,
     })
 }
 
@@ -192,11 +205,13 @@ fn client_token_for_run(config: &mut Config) -> Result<Option<String>, ConfigErr
     )
     .map_err(|e| ConfigError::new("", e, ""))?;
     let note = match source {
-        ClientTokenSource::Generated => Some(
-            "no client token given: using a random one for this process so reconnects can reuse the access token",
-        ),
-        ClientTokenSource::Stored => Some("client token made and stored in --client-token-file"),
-        ClientTokenSource::File => Some("client token read from --client-token-file"),
+        // Why a random one matters (reconnects reuse the access token with it) is in
+        // README; the line only says how to keep one across restarts.
+        ClientTokenSource::Generated => {
+            Some("client token: a random one for this run (keep one: --client-token-file)")
+        }
+        ClientTokenSource::Stored => Some("client token: made, stored in --client-token-file"),
+        ClientTokenSource::File => Some("client token: read from --client-token-file"),
         ClientTokenSource::Given => None,
     };
     config.client_token = Some(t);
@@ -284,7 +299,20 @@ fn check_bind(host: &str, port: u16, with_user: bool) -> Result<Option<String>, 
 }
 
 /// Runs the proxy until the tunnel ends or a signal stops it, with what [`check`] made.
-pub fn run(config: Config, checked: Checked) -> Exit {
+/// Its first line names the version and mode (syslog on a router needs it), then come
+/// `warnings` and what the checks found.
+pub fn run(config: Config, checked: Checked, warnings: &[String]) -> Exit {
+    log::info!(
+        "localproxy {} starting as {}",
+        env!("CARGO_PKG_VERSION"),
+        config.mode.as_str()
+    );
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    for n in &checked.notes {
+        log::info!("{n}");
+    }
     let mut prepared = checked.prepared;
     // A destination binds nothing: drop privileges now. A source drops them once its
     // listeners are bound (the tunnel thread does it).

@@ -198,7 +198,7 @@ fn rejected_token_exits_3_with_one_line() {
             .filter(|l| l.contains("ERROR"))
             .collect();
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("refused the access token"), "{errors:?}");
+        assert!(errors[0].contains("access token refused"), "{errors:?}");
         assert!(errors[0].contains("401"), "{errors:?}");
         assert!(!p.log().join("\n").contains(&s.t.source_token));
     });

@@ -611,12 +611,14 @@ impl LocalThread {
             self.emit(Event::Closed { local });
         }
         let peer = &c.peer;
+        // "in" is what the local peer sent, "out" what it was sent. Sizes are short
+        // so the line fits an 80-column console.
         log::info!(
-            "connection {} ({peer}) closed after {:.2} s: {} bytes in, {} bytes out",
+            "connection {} ({peer}) closed after {:.2} s, {} in, {} out",
             shown(local),
             c.opened.elapsed().as_secs_f64(),
-            c.bytes_in,
-            c.bytes_out
+            crate::logging::size(c.bytes_in),
+            crate::logging::size(c.bytes_out)
         );
     }
 

@@ -98,6 +98,8 @@ pub(crate) struct TlsConnector {
     connector: SslConnector,
     /// `-k`: no certificate or host name check.
     insecure: bool,
+    /// Certificates `--capath` added, for the start-up lines.
+    pub(crate) extra_cas: usize,
 }
 
 impl TlsConnector {
@@ -153,9 +155,9 @@ pub(crate) fn cipher_order(aes: bool) -> (&'static str, &'static str) {
 /// One line on the cipher order, for the log and `--check`.
 pub(crate) fn describe_cipher_order() -> &'static str {
     if cpu_has_aes() {
-        "AES-GCM first (OpenSSL has AES instructions on this CPU), then ChaCha20-Poly1305"
+        "AES-GCM first (AES instructions), then ChaCha20-Poly1305"
     } else {
-        "ChaCha20-Poly1305 first (no AES instructions for OpenSSL here), then AES-GCM"
+        "ChaCha20-Poly1305 first (no AES instructions), then AES-GCM"
     }
 }
 
@@ -211,15 +213,16 @@ pub(crate) fn tls_connector(
     if let Some(t) = trust {
         t.add_builtin(b.cert_store_mut())?;
     }
+    let mut extra_cas = 0;
     if let Some(dir) = capath {
-        let n = add_ca_dir(b.cert_store_mut(), dir)?;
-        log::info!("trusting {n} extra certificate(s) from {}", dir.display());
+        extra_cas = add_ca_dir(b.cert_store_mut(), dir)?;
     }
     // With -k, config/validate.rs already warned at start (one loud line, also shown
     // by --check); verification is switched off per connection.
     Ok(TlsConnector {
         connector: b.build(),
         insecure,
+        extra_cas,
     })
 }
 
@@ -263,26 +266,34 @@ fn add_ca_dir(
     Ok(n)
 }
 
-/// The handshake error, with the fix when the server's certificate is not trusted.
+/// The handshake error as a person can act on it: OpenSSL's reasons (not its error
+/// codes and source file names), or the certificate check's verdict with the fix.
 fn tls_failure<S>(e: &TlsHandshakeError<S>) -> String {
-    let text = match e {
-        TlsHandshakeError::SetupFailure(e) => e.to_string(),
+    match e {
+        TlsHandshakeError::SetupFailure(e) => reasons(e),
         TlsHandshakeError::Failure(m) | TlsHandshakeError::WouldBlock(m) => {
             let verify = m.ssl().verify_result();
-            if verify == openssl::x509::X509VerifyResult::OK {
-                m.error().to_string()
-            } else {
-                format!("{} ({})", m.error(), verify.error_string())
+            if verify != openssl::x509::X509VerifyResult::OK {
+                // "unable to get local issuer certificate", "certificate has expired"...
+                return format!("{}; add its CA with -c", verify.error_string());
+            }
+            match m.error().ssl_error() {
+                Some(stack) => reasons(stack),
+                None => m.error().to_string(),
             }
         }
-    };
-    if text.contains("certificate verify failed") {
-        format!(
-            "{text}; the server's certificate is not signed by a CA in the trust store \
-             (see the \"trust store\" line): add that CA with --capath DIR"
-        )
+    }
+}
+
+/// The reason strings of an OpenSSL error stack ("wrong version number"), without the
+/// `error:0A00010B:SSL routines:...:ssl/record/ssl3_record.c:354:` around them.
+fn reasons(stack: &openssl::error::ErrorStack) -> String {
+    let mut r: Vec<&str> = stack.errors().iter().filter_map(|e| e.reason()).collect();
+    r.dedup();
+    if r.is_empty() {
+        stack.to_string()
     } else {
-        text
+        r.join(", ")
     }
 }
 
@@ -301,11 +312,19 @@ fn resolve(
         // A late answer finds nobody waiting.
         let _ = tx.send(r);
     })
-    .map_err(|e| ConnectError::Resolve(e.to_string()))?;
+    .map_err(|e| ConnectError::Resolve(format!("{host}: cannot start a lookup thread: {e}")))?;
     let left = deadline.saturating_duration_since(Instant::now());
     match rx.recv_timeout(DNS_TIMEOUT.min(left)) {
         Ok(Ok(a)) => Ok(a),
-        Ok(Err(e)) => Err(ConnectError::Resolve(format!("{host}: {e}"))),
+        Ok(Err(e)) => {
+            // std's prefix says nothing the line does not say already.
+            let e = e.to_string();
+            let e = e
+                .strip_prefix("failed to lookup address information: ")
+                .unwrap_or(&e);
+            // The host is in the "connecting to" line just before.
+            Err(ConnectError::Resolve(e.to_string()))
+        }
         Err(_) if left <= DNS_TIMEOUT => Err(ConnectError::TimedOut {
             during: "name lookup",
             limit,
@@ -354,7 +373,12 @@ pub(crate) fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
         Some(p) => (p.host.as_str(), p.port),
         None => (t.host, t.port),
     };
-    let addrs = resolve(dial_host, dial_port, deadline, limit)?;
+    let addrs = resolve(dial_host, dial_port, deadline, limit).map_err(|e| match e {
+        ConnectError::Resolve(m) if t.proxy.is_some() => {
+            ConnectError::Resolve(format!("(the web proxy {dial_host}) {m}"))
+        }
+        e => e,
+    })?;
     let tcp = tcp_connect(&addrs, deadline, limit)?;
     let _ = tcp.set_nodelay(true);
     let tcp = Tcp::new(tcp, Some(deadline));

@@ -212,7 +212,11 @@ fn serve(args: Vec<String>) -> i32 {
         map(5555)
     );
     println!();
-    println!("Tokens are single use unless the proxy sends a client token. Ctrl-C stops.");
+    // The proxy always sends a client token (a random one per run unless kept): a
+    // token is then good for reconnects of that run, not for a restart.
+    println!("Each token is good for one run and its reconnects: a restarted proxy");
+    println!("has a new random client token and is refused unless it keeps one");
+    println!("(-i, AWSIOT_TUNNEL_CLIENT_TOKEN or --client-token-file). Ctrl-C stops.");
     loop {
         match sys::wait_signal(&[sys::SIGINT, sys::SIGTERM, sys::SIGUSR1]) {
             Ok(sys::SIGUSR1) => println!("{}", stats_line(&tb, &t)),
