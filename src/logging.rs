@@ -350,10 +350,12 @@ pub(crate) enum Noise {
     Malformed,
     /// Local clients refused (tunnel not open, one at a time, limit reached).
     LocalRefused,
+    /// Source connections the peer reset before sending any data.
+    ResetBeforeData,
 }
 
 impl Noise {
-    const ALL: [Noise; 7] = [
+    const ALL: [Noise; 8] = [
         Noise::UnknownType,
         Noise::Early,
         Noise::Stray,
@@ -361,6 +363,7 @@ impl Noise {
         Noise::Refused,
         Noise::Malformed,
         Noise::LocalRefused,
+        Noise::ResetBeforeData,
     ];
 
     fn what(self) -> &'static str {
@@ -372,6 +375,7 @@ impl Noise {
             Noise::Refused => "starts refused at tcp.max_active_connections",
             Noise::Malformed => "malformed tunnel messages",
             Noise::LocalRefused => "refused local connections",
+            Noise::ResetBeforeData => "connections reset before any data",
         }
     }
 }

@@ -268,3 +268,41 @@ fn a_reader_that_pauses_gets_every_byte_when_it_reads_again() {
         assert!(got == data);
     });
 }
+
+#[test]
+fn the_source_says_why_the_destination_reset_a_connection() {
+    watchdog(LIMIT, || {
+        let s = Rig::new("reset-why", &["A", "B"], &[]);
+        let dead = free_port();
+        // B's target answers with a greeting and closes: a reset after data, normal.
+        let greeter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gport = greeter.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in greeter.incoming() {
+                let Ok(mut c) = c else { continue };
+                let _ = std::io::Write::write_all(&mut c, b"hello\n");
+            }
+        });
+        let (pa, pb) = (free_port(), free_port());
+        let _dst = s.destination(&format!("A={dead},B={gport}"), &[]);
+        let src = s.source(&format!("A={pa},B={pb}"), &[]);
+        for n in 1..=2 {
+            let mut doomed = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+            assert!(closed_by_peer(&mut doomed), "the client was left hanging");
+            let line = src.wait_nth_line("reset by the destination before any data", n);
+            assert!(line.contains(" WARN "), "{line}");
+            assert!(line.contains("(A)"), "{line}");
+        }
+        let mut greeted = TcpStream::connect(("127.0.0.1", pb)).unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut greeted, &mut got).unwrap();
+        assert_eq!(got, b"hello\n");
+        src.wait_nth_line("closed after", 3);
+        assert_eq!(
+            src.count("reset by the destination before any data"),
+            2,
+            "once per refused connection, none for one that had data: {:?}",
+            src.log()
+        );
+    });
+}
