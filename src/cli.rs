@@ -136,7 +136,7 @@ pub(crate) const OPTIONS: &[OptSpec] = &[
     opt(OptId::SettingsJson, None, "settings-json", Some("FILE"), None, true,
         "read fine-grained settings (buffer sizes, timers, retries) from FILE"),
     opt(OptId::ExportDefaultSettings, None, "export-default-settings", Some("FILE"), None, false,
-        "write the default settings as JSON to FILE and exit"),
+        "write the default settings as JSON to FILE (- for stdout) and exit"),
     opt(OptId::Check, None, "check", None, None, false,
         "check the whole configuration, print it (tokens masked) and exit:\n0 if valid, 2 if not; nothing is sent over the network"),
     opt(OptId::Notification, None, "notification", Some("FILE"), None, false,
@@ -269,6 +269,22 @@ pub(crate) fn label(o: &OptSpec) -> String {
     format!("--{}", o.long)
 }
 
+/// How a stray word is named in the error: itself when it is a short word of lowercase
+/// letters, digits and `-._:/=` (`help`, `start`, `22`), else only its length. Any
+/// other stray word may be a token or password whose option letter was lost (tokens
+/// are long and mixed-case), and those never reach the terminal.
+fn stray_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.len() <= 16
+        && w.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-._:/=".contains(&c));
+    if plain {
+        format!("'{w}'")
+    } else {
+        format!("a word of {} characters (not shown)", w.chars().count())
+    }
+}
+
 fn usage_error(subject: String, problem: &str, fix: String) -> ConfigError {
     ConfigError::new(subject, problem, fix)
 }
@@ -351,12 +367,11 @@ where
                 }
             },
             Arg::Long(name) => lookup_long(name)?,
-            Arg::Value(_) => {
-                // Not echoed: a stray word is often a token whose option letter was lost.
+            Arg::Value(v) => {
                 return Err(usage_error(
-                    "command line".into(),
-                    "an argument is neither an option nor an option's value",
-                    "put every value right after its option, e.g. -r us-east-1".into(),
+                    stray_word(&v.to_string_lossy()),
+                    "is not an option nor an option's value",
+                    "options start with -, each value follows its option (-r us-east-1)".into(),
                 ));
             }
         };
@@ -628,8 +643,14 @@ mod tests {
     #[test]
     fn stray_values_and_bad_names_are_never_echoed() {
         let e = err(&["-k", "SECRET-TOKEN-TEXT"]);
-        assert!(e.starts_with("command line: an argument is neither"), "{e}");
+        assert!(
+            e.starts_with("a word of 17 characters (not shown): is not an option"),
+            "{e}"
+        );
         assert!(!e.contains("SECRET"));
+        assert!(!err(&["-k", "secret-but-longer-than-16"]).contains("secret"));
+        // A plain short word is named, so `localproxy help` says what it did not get.
+        assert!(err(&["help"]).starts_with("'help': is not an option"));
         let e = err(&["--no-ssl-host-verify=SECRET"]);
         assert!(!e.contains("SECRET"), "{e}");
         let e = err(&["--AQoDYXdzEJr+/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=x"]);

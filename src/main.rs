@@ -55,6 +55,11 @@ fn run() -> Exit {
     };
 
     if let Some(path) = &args.export_default_settings {
+        // `-` is stdout, as for --notification.
+        if path.as_os_str() == "-" {
+            out(&Settings::default().to_json());
+            return Exit::Ok;
+        }
         return match std::fs::write(path, Settings::default().to_json()) {
             Ok(()) => Exit::Ok,
             Err(e) => usage(&ConfigError::new(

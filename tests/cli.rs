@@ -539,3 +539,78 @@ fn a_port_in_use_is_a_warning_not_an_error() {
     );
     assert!(out.contains("check: valid, 1 warning on stderr"), "{out}");
 }
+
+#[test]
+fn a_stray_word_is_named_unless_it_could_be_a_token() {
+    bad(
+        "stray-help",
+        &["help"],
+        &[],
+        "localproxy: 'help': is not an option nor an option's value; options start with -",
+    );
+    bad(
+        "stray-long",
+        &[
+            "-r",
+            "us-east-1",
+            "-d",
+            "22",
+            "AQGAAXhSECRETlostITSoptionLETTER",
+        ],
+        WITH_TOKEN,
+        "localproxy: a word of 32 characters (not shown): is not an option",
+    );
+    bad(
+        "stray-mixed-case",
+        &["-r", "us-east-1", "-d", "22", "Passw0rd"],
+        WITH_TOKEN,
+        "localproxy: a word of 8 characters (not shown): is not an option",
+    );
+}
+
+#[test]
+fn a_service_id_given_twice_is_an_error() {
+    bad(
+        "dup-id",
+        &["-r", "us-east-1", "-d", "SSH=22,SSH=23"],
+        WITH_TOKEN,
+        "localproxy: --destination-app: service id SSH is given twice; give each service id once",
+    );
+    bad(
+        "dup-id-s",
+        &["-r", "us-east-1", "-s", "SSH=5555,SSH=5556"],
+        WITH_TOKEN,
+        "localproxy: --source-listen-port: service id SSH is given twice",
+    );
+}
+
+#[test]
+fn an_ipv6_target_is_shown_in_brackets() {
+    let dir = workdir("v6-target");
+    let o = run_in(
+        &dir,
+        &["-r", "us-east-1", "-d", "SSH=[::1]:22", "--check"],
+        WITH_TOKEN,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("destination-app = SSH=[::1]:22\n"),
+        "{}",
+        text(&o.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn default_settings_go_to_stdout_with_a_dash() {
+    let dir = workdir("export-stdout");
+    let o = run_in(&dir, &["--export-default-settings", "-"], &[]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stdout).contains("\"tunneling\""),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(!dir.join("-").exists(), "wrote a file named -");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -194,11 +194,10 @@ impl Resolved {
         let default_host = bind_address.as_deref().unwrap_or(DEFAULT_TARGET_HOST);
 
         let mappings = match (source, destination) {
-            (Some(s), _) => {
-                parse_listen_mappings(&s.text, &mut warnings).map_err(|p| s.error(p))?
+            (Some(s), _) => parse_listen_mappings(&s.text).map_err(|p| s.error(p))?,
+            (_, Some(d)) => {
+                parse_connect_mappings(&d.text, default_host).map_err(|p| d.error(p))?
             }
-            (_, Some(d)) => parse_connect_mappings(&d.text, default_host, &mut warnings)
-                .map_err(|p| d.error(p))?,
             _ => Vec::new(),
         };
         // Bad --config-dir values are dropped now, so the engine never meets one.
