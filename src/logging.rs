@@ -352,10 +352,12 @@ pub(crate) enum Noise {
     LocalRefused,
     /// Source connections the peer reset before sending any data.
     ResetBeforeData,
+    /// Source connections that got nothing back through the tunnel in time.
+    NoAnswer,
 }
 
 impl Noise {
-    const ALL: [Noise; 8] = [
+    const ALL: [Noise; 9] = [
         Noise::UnknownType,
         Noise::Early,
         Noise::Stray,
@@ -364,6 +366,7 @@ impl Noise {
         Noise::Malformed,
         Noise::LocalRefused,
         Noise::ResetBeforeData,
+        Noise::NoAnswer,
     ];
 
     fn what(self) -> &'static str {
@@ -376,6 +379,7 @@ impl Noise {
             Noise::Malformed => "malformed tunnel messages",
             Noise::LocalRefused => "refused local connections",
             Noise::ResetBeforeData => "connections reset before any data",
+            Noise::NoAnswer => "connections without an answer",
         }
     }
 }

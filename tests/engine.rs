@@ -306,3 +306,25 @@ fn the_source_says_why_the_destination_reset_a_connection() {
         );
     });
 }
+
+#[test]
+fn a_source_without_a_destination_says_so_when_nothing_comes_back() {
+    watchdog(LIMIT, || {
+        let s = Rig::new("no-destination", &["A"], &[]);
+        let pa = free_port();
+        let src = s.source(&format!("A={pa}"), &[]);
+        // No destination: the service has nowhere to send it, and nothing comes back.
+        let mut c = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+        std::io::Write::write_all(&mut c, b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+        // A client that sends nothing is not reported (it may be waiting to speak).
+        let _idle = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+        let line = src.wait_line("nothing back in 10 s: is a destination connected?");
+        assert!(line.contains(" WARN connection "), "{line}");
+        assert!(line.contains("(A): 21 B sent"), "{line}");
+        // Once per connection: the echo below (with a destination) is not reported.
+        let echo = echo_server();
+        let _dst = s.destination(&format!("A={}", echo.port), &[]);
+        drop(echo_check(pa, &pattern(1000, 9)));
+        assert_eq!(src.count("nothing back in"), 1, "{:?}", src.log());
+    });
+}
