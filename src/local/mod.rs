@@ -466,7 +466,7 @@ impl LocalThread {
     /// (or it is still connecting its target). The connection stays open.
     fn no_answer(&mut self, now: Instant) {
         for (&local, c) in self.conns.iter_mut() {
-            if !c.answer_due.is_some_and(|at| at <= now) {
+            if c.answer_due.is_none_or(|at| at > now) {
                 continue;
             }
             c.answer_due = None;
