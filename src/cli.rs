@@ -136,11 +136,11 @@ pub(crate) const OPTIONS: &[OptSpec] = &[
     opt(OptId::SettingsJson, None, "settings-json", Some("FILE"), None, true,
         "read fine-grained settings (buffer sizes, timers, retries) from FILE"),
     opt(OptId::ExportDefaultSettings, None, "export-default-settings", Some("FILE"), None, false,
-        "write the default settings as JSON to FILE and exit"),
+        "write the default settings as JSON to FILE (- for stdout) and exit"),
     opt(OptId::Check, None, "check", None, None, false,
         "check the whole configuration, print it (tokens masked) and exit:\n0 if valid, 2 if not; nothing is sent over the network"),
     opt(OptId::Notification, None, "notification", Some("FILE"), None, false,
-        "destination: take the access token, region and services from a tunnel\nnotification (the JSON published on $aws/things/THING/tunnels/notify);\n- reads it from stdin; -d maps its services; -e still overrides the region"),
+        "destination: take the access token, region and services from a tunnel\nnotification (the JSON published on $aws/things/THING/tunnels/notify);\n- reads it from stdin; -d maps its services; -e overrides the region"),
 ];
 
 /// The row of an option.
@@ -269,6 +269,22 @@ pub(crate) fn label(o: &OptSpec) -> String {
     format!("--{}", o.long)
 }
 
+/// How a stray word is named in the error: itself when it is a short word of lowercase
+/// letters, digits and `-._:/=` (`help`, `start`, `22`), else only its length. Any
+/// other stray word may be a token or password whose option letter was lost (tokens
+/// are long and mixed-case), and those never reach the terminal.
+fn stray_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.len() <= 16
+        && w.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-._:/=".contains(&c));
+    if plain {
+        format!("'{w}'")
+    } else {
+        format!("a word of {} characters (not shown)", w.chars().count())
+    }
+}
+
 fn usage_error(subject: String, problem: &str, fix: String) -> ConfigError {
     ConfigError::new(subject, problem, fix)
 }
@@ -351,12 +367,11 @@ where
                 }
             },
             Arg::Long(name) => lookup_long(name)?,
-            Arg::Value(_) => {
-                // Not echoed: a stray word is often a token whose option letter was lost.
+            Arg::Value(v) => {
                 return Err(usage_error(
-                    "command line".into(),
-                    "an argument is neither an option nor an option's value",
-                    "put every value right after its option, e.g. -r us-east-1".into(),
+                    stray_word(&v.to_string_lossy()),
+                    "is not an option nor an option's value",
+                    "options start with -, each value follows its option (-r us-east-1)".into(),
                 ));
             }
         };
@@ -465,11 +480,15 @@ pub fn help_text() -> String {
     }
     s.push_str(
         "\nOther environment variables:\n\
-         \x20 RUST_LOG                   log filter, overrides -v (e.g. debug, localproxy=trace)\n\
-         \x20 LOCALPROXY_LOG_TIMESTAMPS  0 drops the timestamp from log lines (syslog adds one)\n\
-         \x20 https_proxy, HTTPS_PROXY   web proxy for the WebSocket: http[s]://[user:pass@]host[:port]\n\
+         \x20 RUST_LOG                   log filter, overrides -v (debug, localproxy=trace)\n\
+         \x20 LOCALPROXY_LOG_TIMESTAMPS  0 drops the timestamp from log lines (for syslog)\n\
+         \x20 https_proxy, HTTPS_PROXY   web proxy: http[s]://[user:pass@]host[:port]\n\
          \x20 no_proxy, NO_PROXY         hosts and domains reached without the web proxy\n\
-         \nSignals: SIGTERM/SIGINT close the tunnel and exit 0; SIGUSR1 logs one status line.\n\
+         \nSignals:\n\
+         \x20 SIGTERM, SIGINT, SIGHUP  close the tunnel and local connections, exit 0;\n\
+         \x20                          SIGINT and SIGHUP ignored at start (nohup, cmd &)\n\
+         \x20                          stay ignored\n\
+         \x20 SIGUSR1                  log one status line\n\
          \nExit codes:\n\
          \x20 0  tunnel closed by the service, SIGTERM/SIGINT, --help, --version, --check ok\n\
          \x20 1  internal error (a bug, or an OS failure the proxy cannot work around)\n\
@@ -624,8 +643,14 @@ mod tests {
     #[test]
     fn stray_values_and_bad_names_are_never_echoed() {
         let e = err(&["-k", "SECRET-TOKEN-TEXT"]);
-        assert!(e.starts_with("command line: an argument is neither"), "{e}");
+        assert!(
+            e.starts_with("a word of 17 characters (not shown): is not an option"),
+            "{e}"
+        );
         assert!(!e.contains("SECRET"));
+        assert!(!err(&["-k", "secret-but-longer-than-16"]).contains("secret"));
+        // A plain short word is named, so `localproxy help` says what it did not get.
+        assert!(err(&["help"]).starts_with("'help': is not an option"));
         let e = err(&["--no-ssl-host-verify=SECRET"]);
         assert!(!e.contains("SECRET"), "{e}");
         let e = err(&["--AQoDYXdzEJr+/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=x"]);

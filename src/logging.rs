@@ -1,5 +1,13 @@
-//! Log setup: env_logger writing plain lines to stderr, e.g.
+//! Log setup: plain lines on stderr, e.g.
 //! `2026-11-24T10:54:05.123Z INFO Listening on 127.0.0.1:5555`.
+//!
+//! A line is never written by the thread that logs it: it goes into a bounded queue
+//! ([`QUEUE_BYTES`], [`QUEUE_LINES`]) that one `log` thread writes to stderr. A paused
+//! serial console (Ctrl-S), a flow-controlled line with nobody attached or a stuck log
+//! pipe then blocks only that thread; the I/O threads drop the line and count it, and
+//! once the console takes lines again one `(N log lines dropped: console not draining)`
+//! line says how many were lost. [`flush`] gives the queue a bounded time at exit.
+//! env_logger is used for its filters only (`RUST_LOG` syntax), not for writing.
 //!
 //! The level comes from `-v` with the reference's numbering; `RUST_LOG`, when set, replaces
 //! it entirely (module filters such as `localproxy=trace,tungstenite=debug` work).
@@ -10,8 +18,9 @@
 //! Nothing here decides what is logged; that is each module's business.
 
 use log::LevelFilter;
+use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Environment variable that turns timestamps off (`0`, `false`, `no`, `off`).
@@ -51,6 +60,70 @@ pub fn timestamps_wanted(value: Option<&str>) -> bool {
     )
 }
 
+/// A byte count for a log line: exact below 10 000, else in KiB, MiB or GiB with one
+/// decimal, so a busy connection's line keeps its width.
+pub(crate) fn size(bytes: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes < 10_000 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// How [`Repeats::failed`] says to show a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shown {
+    /// A new failure: the whole line.
+    Full,
+    /// The same again, at a power-of-two repeat: `(same failure, attempt N)`.
+    Same,
+    /// The same again in between: debug level only.
+    Quiet,
+}
+
+/// A failure that repeats (the service unreachable for hours): shown in full once,
+/// then as one short line at the 2nd, 4th, 8th, ... time in a row, so the console gets
+/// a line at growing intervals rather than one per attempt.
+#[derive(Debug, Default)]
+pub(crate) struct Repeats {
+    last: Option<String>,
+    streak: u32,
+}
+
+impl Repeats {
+    pub(crate) fn failed(&mut self, why: &str) -> Shown {
+        if self.last.as_deref() == Some(why) {
+            self.streak = self.streak.saturating_add(1);
+            if self.streak.is_power_of_two() {
+                Shown::Same
+            } else {
+                Shown::Quiet
+            }
+        } else {
+            self.last = Some(why.to_string());
+            self.streak = 1;
+            Shown::Full
+        }
+    }
+
+    /// Failures in a row so far (0 after a success).
+    pub(crate) fn streak(&self) -> u32 {
+        self.streak
+    }
+
+    /// A success ends the streak: the next failure is shown in full.
+    pub(crate) fn reset(&mut self) {
+        self.last = None;
+        self.streak = 0;
+    }
+}
+
 /// Days since 1970-01-01 → (year, month 1-12, day 1-31) in the proleptic Gregorian
 /// calendar. Counting years from 1 March puts the leap day at the end of the year, so a
 /// month's first day follows from a linear formula and only 400-year eras need division.
@@ -87,9 +160,10 @@ pub(crate) fn format_utc(since_epoch: Duration) -> String {
     )
 }
 
-/// Installs the logger. `rust_log` is the value of `RUST_LOG` (ignored when empty).
-/// Without it, other crates (tungstenite, openssl) log at warn at most, so `-v 6`
-/// traces our decisions rather than every TLS record.
+/// Installs the logger and starts the thread that writes its lines. `rust_log` is the
+/// value of `RUST_LOG` (ignored when empty). Without it, other crates (tungstenite,
+/// openssl) log at warn at most, so `-v 6` traces our decisions rather than every TLS
+/// record.
 pub fn init(verbosity: u8, rust_log: Option<&str>, timestamps: bool) {
     let mut b = env_logger::Builder::new();
     match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
@@ -102,22 +176,157 @@ pub fn init(verbosity: u8, rust_log: Option<&str>, timestamps: bool) {
             b.filter_module("localproxy", level);
         }
     }
-    b.target(env_logger::Target::Stderr);
-    b.write_style(env_logger::WriteStyle::Never);
-    b.format(move |buf, record| {
-        if timestamps {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            write!(buf, "{} ", format_utc(now))?;
-        }
-        writeln!(buf, "{} {}", record.level(), record.args())
-    });
     let inner = b.build();
     let max = inner.filter();
+    STAMPED.store(timestamps, std::sync::atomic::Ordering::Relaxed);
     // A second init (tests) keeps the first logger; nothing to report.
-    if log::set_boxed_logger(Box::new(TokenGuard(inner))).is_ok() {
+    if log::set_boxed_logger(Box::new(TokenGuard { inner, timestamps })).is_ok() {
+        start_writer();
         log::set_max_level(max);
+    }
+}
+
+/// Bytes of log lines the queue holds at most: about 5 s of a 115200-baud console.
+pub const QUEUE_BYTES: usize = 64 * 1024;
+/// Lines the queue holds at most, whatever their length.
+pub const QUEUE_LINES: usize = 1024;
+
+/// Lines waiting for the writer thread, and what was dropped since the last report.
+struct Queue {
+    lines: VecDeque<String>,
+    bytes: usize,
+    dropped: u64,
+    /// The writer thread runs; without it (spawn failed) lines are written in place.
+    writer: bool,
+    /// The writer holds lines it took and has not finished writing.
+    busy: bool,
+}
+
+static QUEUE: Mutex<Queue> = Mutex::new(Queue {
+    lines: VecDeque::new(),
+    bytes: 0,
+    dropped: 0,
+    writer: false,
+    busy: false,
+});
+/// Signalled when lines arrive (the writer waits on it) and when the writer has
+/// written all it took (`flush` waits on it).
+static QUEUED: Condvar = Condvar::new();
+static DRAINED: Condvar = Condvar::new();
+
+fn queue() -> std::sync::MutexGuard<'static, Queue> {
+    QUEUE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The decision [`enqueue`] makes, pure so it can be tested: whether a line of `len`
+/// bytes fits beside what the queue holds.
+fn fits(lines: usize, bytes: usize, len: usize) -> bool {
+    lines < QUEUE_LINES && bytes + len <= QUEUE_BYTES
+}
+
+/// Hands a finished line (newline included) to the writer; never blocks on stderr.
+fn enqueue(line: String) {
+    let mut q = queue();
+    if !q.writer {
+        drop(q);
+        write_out(line.as_bytes());
+        return;
+    }
+    if fits(q.lines.len(), q.bytes, line.len()) {
+        q.bytes += line.len();
+        q.lines.push_back(line);
+        drop(q);
+        QUEUED.notify_one();
+    } else {
+        q.dropped += 1;
+    }
+}
+
+/// Writes to fd 2, ignoring errors: a closed log pipe is not a reason to stop tunnels.
+fn write_out(bytes: &[u8]) {
+    let _ = std::io::stderr().lock().write_all(bytes);
+}
+
+/// The report of lines the queue could not hold.
+pub(crate) fn dropped_line(n: u64, timestamps: bool) -> String {
+    let mut s = String::new();
+    if timestamps {
+        s.push_str(&now_stamp());
+        s.push(' ');
+    }
+    let plural = if n == 1 { "" } else { "s" };
+    s.push_str(&format!(
+        "WARN ({n} log line{plural} dropped: console not draining)\n"
+    ));
+    s
+}
+
+fn now_stamp() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format_utc(now)
+}
+
+/// Whether the drop report carries a timestamp (set by [`init`]).
+static STAMPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn start_writer() {
+    // Spawned before the main thread blocks the signals it waits for: without a full
+    // mask a SIGTERM or the threads' SIGUSR2 could land here and kill the process.
+    let spawned = crate::sys::with_all_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name("log".into())
+            // Formatting is done by the logging threads: this one only copies bytes.
+            .stack_size(64 * 1024)
+            .spawn(writer_loop)
+    });
+    queue().writer = spawned.is_ok();
+}
+
+fn writer_loop() {
+    loop {
+        let (lines, dropped) = {
+            let mut q = queue();
+            while q.lines.is_empty() && q.dropped == 0 {
+                q = QUEUED.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            q.busy = true;
+            q.bytes = 0;
+            (std::mem::take(&mut q.lines), std::mem::take(&mut q.dropped))
+        };
+        for line in &lines {
+            write_out(line.as_bytes());
+        }
+        // The lines taken were queued before any that were dropped (the queue was full
+        // then), so the report follows them; it goes out once this write got through,
+        // i.e. once the console drains.
+        if dropped > 0 {
+            let stamped = STAMPED.load(std::sync::atomic::Ordering::Relaxed);
+            write_out(dropped_line(dropped, stamped).as_bytes());
+        }
+        let mut q = queue();
+        q.busy = false;
+        if q.lines.is_empty() {
+            DRAINED.notify_all();
+        }
+    }
+}
+
+/// Waits until every queued line is written, for at most `limit` (a console that does
+/// not drain must not keep the process from exiting). Call before `process::exit`.
+pub fn flush(limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut q = queue();
+    while q.writer && (q.busy || !q.lines.is_empty()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        q = DRAINED
+            .wait_timeout(q, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
 }
 
@@ -143,10 +352,14 @@ pub(crate) enum Noise {
     LocalRefused,
     /// SERVICE_IDS that repeat ids, or change the set mid-session.
     ServiceIds,
+    /// Source connections the peer reset before sending any data.
+    ResetBeforeData,
+    /// Source connections that got nothing back through the tunnel in time.
+    NoAnswer,
 }
 
 impl Noise {
-    const ALL: [Noise; 8] = [
+    const ALL: [Noise; 10] = [
         Noise::UnknownType,
         Noise::Early,
         Noise::Stray,
@@ -155,6 +368,8 @@ impl Noise {
         Noise::Malformed,
         Noise::LocalRefused,
         Noise::ServiceIds,
+        Noise::ResetBeforeData,
+        Noise::NoAnswer,
     ];
 
     fn what(self) -> &'static str {
@@ -167,6 +382,8 @@ impl Noise {
             Noise::Malformed => "malformed tunnel messages",
             Noise::LocalRefused => "refused local connections",
             Noise::ServiceIds => "odd SERVICE_IDS",
+            Noise::ResetBeforeData => "connections reset before any data",
+            Noise::NoAnswer => "connections without an answer",
         }
     }
 }
@@ -318,7 +535,11 @@ pub(crate) use peer_log;
 
 /// Drops the records that could carry a token whatever the filters say: tungstenite
 /// logs the whole upgrade request, `access-token` header included, at trace level.
-struct TokenGuard(env_logger::Logger);
+/// Formats the rest and queues them.
+struct TokenGuard {
+    inner: env_logger::Logger,
+    timestamps: bool,
+}
 
 impl TokenGuard {
     fn allowed(meta: &log::Metadata<'_>) -> bool {
@@ -326,20 +547,30 @@ impl TokenGuard {
     }
 }
 
+/// One record as a line: `[timestamp ]LEVEL text\n`.
+fn format_line(timestamps: bool, level: log::Level, args: &std::fmt::Arguments<'_>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if timestamps {
+        s.push_str(&now_stamp());
+        s.push(' ');
+    }
+    let _ = writeln!(s, "{level} {args}");
+    s
+}
+
 impl log::Log for TokenGuard {
     fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
-        Self::allowed(meta) && self.0.enabled(meta)
+        Self::allowed(meta) && self.inner.enabled(meta)
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if Self::allowed(record.metadata()) {
-            self.0.log(record);
+        if Self::allowed(record.metadata()) && self.inner.matches(record) {
+            enqueue(format_line(self.timestamps, record.level(), record.args()));
         }
     }
 
-    fn flush(&self) {
-        self.0.flush();
-    }
+    fn flush(&self) {}
 }
 
 #[cfg(test)]
@@ -441,6 +672,63 @@ mod tests {
             (true, Some((4, log::Level::Warn))),
             "the summary takes the most severe level it stands for"
         );
+    }
+
+    #[test]
+    fn the_queue_is_bounded_by_lines_and_bytes() {
+        assert!(fits(0, 0, 100));
+        assert!(fits(0, 0, QUEUE_BYTES));
+        assert!(
+            !fits(0, 0, QUEUE_BYTES + 1),
+            "a line longer than the queue is dropped"
+        );
+        assert!(!fits(QUEUE_LINES, 0, 1));
+        assert!(fits(QUEUE_LINES - 1, QUEUE_BYTES - 1, 1));
+        assert!(!fits(QUEUE_LINES - 1, QUEUE_BYTES - 1, 2));
+    }
+
+    #[test]
+    fn drop_report_wording() {
+        assert_eq!(
+            dropped_line(1, false),
+            "WARN (1 log line dropped: console not draining)\n"
+        );
+        assert_eq!(
+            dropped_line(37, false),
+            "WARN (37 log lines dropped: console not draining)\n"
+        );
+        let stamped = dropped_line(2, true);
+        assert_eq!(stamped.as_bytes()[24], b' ', "{stamped}");
+        assert!(stamped.ends_with(" WARN (2 log lines dropped: console not draining)\n"));
+    }
+
+    #[test]
+    fn a_repeated_failure_shows_at_growing_intervals() {
+        let mut r = Repeats::default();
+        let shown: Vec<Shown> = (0..17).map(|_| r.failed("refused")).collect();
+        let loud: Vec<usize> = (0..17).filter(|&i| shown[i] != Shown::Quiet).collect();
+        assert_eq!(shown[0], Shown::Full);
+        assert_eq!(loud, vec![0, 1, 3, 7, 15], "attempts 1, 2, 4, 8, 16");
+        assert_eq!(r.streak(), 17);
+        assert_eq!(r.failed("timed out"), Shown::Full, "another failure is new");
+        assert_eq!(r.failed("timed out"), Shown::Same);
+        r.reset();
+        assert_eq!(r.streak(), 0);
+        assert_eq!(
+            r.failed("timed out"),
+            Shown::Full,
+            "after a success, in full again"
+        );
+    }
+
+    #[test]
+    fn sizes_stay_short() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(9_999), "9999 B");
+        assert_eq!(size(10_000), "9.8 KiB");
+        assert_eq!(size(32 * 1024 * 1024), "32.0 MiB");
+        assert_eq!(size(5 << 30), "5.0 GiB");
+        assert_eq!(size(u64::MAX), "17179869184.0 GiB");
     }
 
     #[test]

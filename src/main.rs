@@ -16,8 +16,15 @@ use std::io::Write;
 #[global_allocator]
 static ALLOC: localproxy::sys::CachingAlloc = localproxy::sys::CachingAlloc::new();
 
+/// How long the log queue may take to reach the console at exit.
+const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() {
-    std::process::exit(run().code());
+    let exit = run();
+    // The last lines (why it stops) are in the log thread's queue: let them out, but a
+    // console that does not drain does not keep the process alive.
+    logging::flush(LOG_FLUSH);
+    std::process::exit(exit.code());
 }
 
 fn out(text: &str) {
@@ -48,6 +55,11 @@ fn run() -> Exit {
     };
 
     if let Some(path) = &args.export_default_settings {
+        // `-` is stdout, as for --notification.
+        if path.as_os_str() == "-" {
+            out(&Settings::default().to_json());
+            return Exit::Ok;
+        }
         return match std::fs::write(path, Settings::default().to_json()) {
             Ok(()) => Exit::Ok,
             Err(e) => usage(&ConfigError::new(
@@ -70,22 +82,36 @@ fn run() -> Exit {
         std::env::var("RUST_LOG").ok().as_deref(),
         logging::timestamps_wanted(std::env::var(logging::TIMESTAMPS_ENV).ok().as_deref()),
     );
-    for w in &loaded.warnings {
-        log::warn!("{w}");
-    }
 
+    let mut config = loaded.config;
+    let purpose = if args.check {
+        localproxy::run::Purpose::Check
+    } else {
+        localproxy::run::Purpose::Run
+    };
+    // The same checks for --check and for a run, before anything connects: a set-up
+    // error never uses the access token.
+    let mut warnings: Vec<String> = loaded.warnings.clone();
+    let checked = match localproxy::run::check(&mut config, purpose, &mut warnings) {
+        Ok(c) => c,
+        Err(e) => {
+            for w in &warnings {
+                log::warn!("{w}");
+            }
+            // The usage line goes straight to stderr: after the queued warnings.
+            logging::flush(LOG_FLUSH);
+            return usage(&e);
+        }
+    };
     if args.check {
-        let mut text = loaded.config.describe();
-        text.push_str(&format!(
-            "trust-store = {}\n",
-            localproxy::trust::choose_here().describe()
-        ));
-        text.push_str(&format!(
-            "tls-ciphers = {}\n",
-            localproxy::run::tls_cipher_order()
-        ));
+        for w in &warnings {
+            log::warn!("{w}");
+        }
+        let mut text = config.describe();
+        text.push_str(&checked.report(&config, warnings.len()));
+        logging::flush(LOG_FLUSH);
         out(&text);
         return Exit::Ok;
     }
-    localproxy::run::run(loaded.config)
+    localproxy::run::run(config, checked, &warnings)
 }

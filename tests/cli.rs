@@ -319,6 +319,9 @@ fn help_lists_every_option() {
         "AWSIOT_TUNNEL_REGION",
         "Exit codes",
         "README",
+        "SIGTERM, SIGINT, SIGHUP",
+        "SIGINT and SIGHUP ignored at start (nohup, cmd &)",
+        "SIGUSR1",
     ] {
         assert!(out.contains(opt), "missing {opt}");
     }
@@ -380,5 +383,234 @@ fn exported_settings_are_accepted_back() {
         &[],
     );
     usage_error(&o);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// What the run checks before it connects, `--check` checks too: each case below is
+// refused by both with the same line (`bad` runs it with and without `--check`), and
+// the run refuses it before any connection (nothing here reaches the network).
+
+#[test]
+fn socks_proxy_is_refused_before_connecting() {
+    let mut env = WITH_TOKEN.to_vec();
+    env.push(("https_proxy", "socks5://127.0.0.1:1080"));
+    bad(
+        "socks",
+        &["-r", "us-east-1", "-d", "22"],
+        &env,
+        "localproxy: https_proxy: only http:// and https:// proxies are supported; fix or unset the proxy variable",
+    );
+}
+
+#[test]
+fn proxy_without_a_scheme_is_refused_before_connecting() {
+    let mut env = WITH_TOKEN.to_vec();
+    env.push(("HTTPS_PROXY", "127.0.0.1:3128"));
+    bad(
+        "no-scheme",
+        &["-r", "us-east-1", "-d", "22"],
+        &env,
+        "localproxy: HTTPS_PROXY: the proxy URL has no scheme; write http://host:port",
+    );
+}
+
+#[test]
+fn unknown_user_is_refused_before_connecting() {
+    bad(
+        "nosuchuser",
+        &["-r", "us-east-1", "-d", "22", "--user", "nosuchuser"],
+        WITH_TOKEN,
+        "localproxy: --user: ",
+    );
+}
+
+#[test]
+fn capath_without_certificates_is_refused_before_connecting() {
+    let dir = workdir("empty-capath");
+    std::fs::write(dir.join("README"), "no certificates here\n").unwrap();
+    let capath = dir.display().to_string();
+    bad(
+        "empty-capath-run",
+        &["-r", "us-east-1", "-d", "22", "-c", &capath],
+        WITH_TOKEN,
+        &format!(
+            "localproxy: --capath: no PEM certificate found in {capath}; put the CA certificates there"
+        ),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bind_address_that_is_not_an_address_is_refused() {
+    bad(
+        "bad-ipv4",
+        &["-r", "us-east-1", "-s", "5555", "-b", "999.1.1.1"],
+        WITH_TOKEN,
+        "localproxy: --local-bind-address: '999.1.1.1' is not an IPv4 address",
+    );
+    bad(
+        "bad-ipv6",
+        &["-r", "us-east-1", "-s", "5555", "-b", "1::2::3"],
+        WITH_TOKEN,
+        "localproxy: --local-bind-address: '1::2::3' is not an IPv6 address",
+    );
+}
+
+/// `--check` on a valid set-up: (stdout, stderr).
+fn check_ok(name: &str, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let dir = workdir(name);
+    let mut a = args.to_vec();
+    a.push("--check");
+    let mut e = WITH_TOKEN.to_vec();
+    e.push(("LOCALPROXY_LOG_TIMESTAMPS", "0"));
+    e.extend_from_slice(env);
+    let o = run_in(&dir, &a, &e);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{name}: {out}{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    (out, err)
+}
+
+#[test]
+fn check_prints_the_web_proxy_and_a_verdict_last() {
+    let (out, err) = check_ok(
+        "verdict",
+        &["-r", "us-east-1", "-d", "22"],
+        &[("https_proxy", "http://user:SECRETpw@127.0.0.1:3128")],
+    );
+    assert!(
+        out.contains("\nweb-proxy = http://***@127.0.0.1:3128\n"),
+        "{out}"
+    );
+    assert!(!out.contains("SECRETpw"), "{out}");
+    let last = out.lines().last().unwrap();
+    assert_eq!(
+        last,
+        "check: valid; would connect to data.tunneling.iot.us-east-1.amazonaws.com:443 as destination"
+    );
+    assert!(err.is_empty(), "{err}");
+
+    let (out, _) = check_ok(
+        "verdict-no-proxy",
+        &["-r", "us-east-1", "-d", "22"],
+        &[
+            ("https_proxy", "http://127.0.0.1:3128"),
+            ("no_proxy", "amazonaws.com"),
+        ],
+    );
+    assert!(out.contains("\nweb-proxy = (none)\n"), "{out}");
+}
+
+#[test]
+fn a_missing_ssl_cert_file_is_a_warning_that_check_counts() {
+    // The run warns and uses the other stores (tests/trust.rs): --check says the same.
+    let (out, err) = check_ok(
+        "cert-file",
+        &["-r", "us-east-1", "-d", "22"],
+        &[("SSL_CERT_FILE", "/nonexistent/ca.pem")],
+    );
+    assert!(
+        err.starts_with("WARN SSL_CERT_FILE=/nonexistent/ca.pem holds no usable CA certificate"),
+        "{err}"
+    );
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .starts_with("check: valid, 1 warning on stderr; "),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_a_warning_not_an_error() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let (out, err) = check_ok(
+        "in-use",
+        &["-r", "us-east-1", "-s", &port, "-b", "127.0.0.1"],
+        &[],
+    );
+    assert!(
+        err.contains(&format!(
+            "WARN 127.0.0.1:{port} is in use now; the run retries it"
+        )),
+        "{err}"
+    );
+    assert!(out.contains("check: valid, 1 warning on stderr"), "{out}");
+}
+
+#[test]
+fn a_stray_word_is_named_unless_it_could_be_a_token() {
+    bad(
+        "stray-help",
+        &["help"],
+        &[],
+        "localproxy: 'help': is not an option nor an option's value; options start with -",
+    );
+    bad(
+        "stray-long",
+        &[
+            "-r",
+            "us-east-1",
+            "-d",
+            "22",
+            "AQGAAXhSECRETlostITSoptionLETTER",
+        ],
+        WITH_TOKEN,
+        "localproxy: a word of 32 characters (not shown): is not an option",
+    );
+    bad(
+        "stray-mixed-case",
+        &["-r", "us-east-1", "-d", "22", "Passw0rd"],
+        WITH_TOKEN,
+        "localproxy: a word of 8 characters (not shown): is not an option",
+    );
+}
+
+#[test]
+fn a_service_id_given_twice_is_an_error() {
+    bad(
+        "dup-id",
+        &["-r", "us-east-1", "-d", "SSH=22,SSH=23"],
+        WITH_TOKEN,
+        "localproxy: --destination-app: service id SSH is given twice; give each service id once",
+    );
+    bad(
+        "dup-id-s",
+        &["-r", "us-east-1", "-s", "SSH=5555,SSH=5556"],
+        WITH_TOKEN,
+        "localproxy: --source-listen-port: service id SSH is given twice",
+    );
+}
+
+#[test]
+fn an_ipv6_target_is_shown_in_brackets() {
+    let dir = workdir("v6-target");
+    let o = run_in(
+        &dir,
+        &["-r", "us-east-1", "-d", "SSH=[::1]:22", "--check"],
+        WITH_TOKEN,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("destination-app = SSH=[::1]:22\n"),
+        "{}",
+        text(&o.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn default_settings_go_to_stdout_with_a_dash() {
+    let dir = workdir("export-stdout");
+    let o = run_in(&dir, &["--export-default-settings", "-"], &[]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stdout).contains("\"tunneling\""),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(!dir.join("-").exists(), "wrote a file named -");
     let _ = std::fs::remove_dir_all(&dir);
 }

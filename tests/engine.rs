@@ -198,7 +198,7 @@ fn rejected_token_exits_3_with_one_line() {
             .filter(|l| l.contains("ERROR"))
             .collect();
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("refused the access token"), "{errors:?}");
+        assert!(errors[0].contains("access token refused"), "{errors:?}");
         assert!(errors[0].contains("401"), "{errors:?}");
         assert!(!p.log().join("\n").contains(&s.t.source_token));
     });
@@ -266,5 +266,65 @@ fn a_reader_that_pauses_gets_every_byte_when_it_reads_again() {
         let mut got = vec![0u8; total];
         std::io::Read::read_exact(&mut c, &mut got).expect("every byte, without a stall");
         assert!(got == data);
+    });
+}
+
+#[test]
+fn the_source_says_why_the_destination_reset_a_connection() {
+    watchdog(LIMIT, || {
+        let s = Rig::new("reset-why", &["A", "B"], &[]);
+        let dead = free_port();
+        // B's target answers with a greeting and closes: a reset after data, normal.
+        let greeter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gport = greeter.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in greeter.incoming() {
+                let Ok(mut c) = c else { continue };
+                let _ = std::io::Write::write_all(&mut c, b"hello\n");
+            }
+        });
+        let (pa, pb) = (free_port(), free_port());
+        let _dst = s.destination(&format!("A={dead},B={gport}"), &[]);
+        let src = s.source(&format!("A={pa},B={pb}"), &[]);
+        for n in 1..=2 {
+            let mut doomed = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+            assert!(closed_by_peer(&mut doomed), "the client was left hanging");
+            let line = src.wait_nth_line("reset by the destination before any data", n);
+            assert!(line.contains(" WARN "), "{line}");
+            assert!(line.contains("(A)"), "{line}");
+        }
+        let mut greeted = TcpStream::connect(("127.0.0.1", pb)).unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut greeted, &mut got).unwrap();
+        assert_eq!(got, b"hello\n");
+        src.wait_nth_line("closed after", 3);
+        assert_eq!(
+            src.count("reset by the destination before any data"),
+            2,
+            "once per refused connection, none for one that had data: {:?}",
+            src.log()
+        );
+    });
+}
+
+#[test]
+fn a_source_without_a_destination_says_so_when_nothing_comes_back() {
+    watchdog(LIMIT, || {
+        let s = Rig::new("no-destination", &["A"], &[]);
+        let pa = free_port();
+        let src = s.source(&format!("A={pa}"), &[]);
+        // No destination: the service has nowhere to send it, and nothing comes back.
+        let mut c = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+        std::io::Write::write_all(&mut c, b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+        // A client that sends nothing is not reported (it may be waiting to speak).
+        let _idle = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+        let line = src.wait_line("nothing back in 10 s: is a destination connected?");
+        assert!(line.contains(" WARN connection "), "{line}");
+        assert!(line.contains("(A): 21 B sent"), "{line}");
+        // Once per connection: the echo below (with a destination) is not reported.
+        let echo = echo_server();
+        let _dst = s.destination(&format!("A={}", echo.port), &[]);
+        drop(echo_check(pa, &pattern(1000, 9)));
+        assert_eq!(src.count("nothing back in"), 1, "{:?}", src.log());
     });
 }

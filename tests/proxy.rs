@@ -245,7 +245,8 @@ fn http_proxy_without_and_with_credentials() {
         });
         let url = format!("http://127.0.0.1:{}", open.port);
         let src = r.source(&[("https_proxy", &url), ("HTTPS_PROXY", "http://127.0.0.1:9")]);
-        src.wait_line(&format!("through the proxy {url}"));
+        src.wait_line(&format!("web proxy: {url}"));
+        src.wait_line("via the web proxy");
         src.wait_line("listening on");
         echo_check(r.port, &pattern(200_000, 1));
         let want = format!("localhost:{}", r.r.tb.port());
@@ -291,7 +292,7 @@ fn no_proxy_bypasses_the_proxy() {
         src.wait_line("listening on");
         echo_check(r.port, &pattern(10_000, 3));
         assert!(p.connects.lock().unwrap().is_empty());
-        assert!(!src.log().join("\n").contains("through the proxy"));
+        assert!(!src.log().join("\n").contains("web proxy"));
     });
 }
 

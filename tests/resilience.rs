@@ -168,7 +168,7 @@ fn require_non_root_refuses_root_without_user() {
 }
 
 /// A line the proxy logs only after the --require-non-root check.
-const PAST_THE_ROOT_CHECK: &str = "no client token given";
+const PAST_THE_ROOT_CHECK: &str = "client token: a random one";
 
 #[test]
 fn require_non_root_lets_another_user_and_root_with_user_through() {
@@ -249,7 +249,7 @@ fn single_use_token_reconnects_only_with_the_same_client_token() {
         assert!(first
             .log()
             .iter()
-            .any(|l| l.contains("client token made and stored")));
+            .any(|l| l.contains("client token: made, stored")));
         first.signal(SIGKILL);
         drop(first);
         assert!(tb.wait_disconnected(&t, Mode::Destination, WAIT));
@@ -259,7 +259,7 @@ fn single_use_token_reconnects_only_with_the_same_client_token() {
         assert!(second
             .log()
             .iter()
-            .any(|l| l.contains("client token read from")));
+            .any(|l| l.contains("client token: read from")));
         second.signal(SIGKILL);
         drop(second);
         assert!(tb.wait_disconnected(&t, Mode::Destination, WAIT));
@@ -269,6 +269,16 @@ fn single_use_token_reconnects_only_with_the_same_client_token() {
         assert_eq!(third.exit_code(), 3);
         let log = third.log().join("\n");
         assert!(log.contains("client token mismatch"), "{log}");
+        // The cause (a restart's new random client token) and how to keep one.
+        assert!(
+            log.contains("access token already used with another client token"),
+            "{log}"
+        );
+        assert!(log.contains("a restart makes a new random one"), "{log}");
+        assert!(
+            log.contains("-i TOKEN, AWSIOT_TUNNEL_CLIENT_TOKEN or --client-token-file FILE"),
+            "{log}"
+        );
         assert_eq!(tb.connection_count(&t, Mode::Destination), 2);
     });
 }
@@ -341,11 +351,11 @@ fn sigusr1_logs_one_status_line() {
         let _c = echo_check(p.port, &pattern(1000, 1));
         p.src.signal(SIGUSR1);
         let line = p.src.wait_line("status:");
-        assert!(line.contains("tunnel open"), "{line}");
+        assert!(line.contains("status: open"), "{line}");
         assert!(line.contains("V3"), "{line}");
         assert!(line.contains("A=1"), "{line}");
-        assert!(line.contains("0 reconnect"), "{line}");
-        assert!(line.contains("1000 bytes from local"), "{line}");
+        assert!(line.contains("0 reconnects"), "{line}");
+        assert!(line.contains("1000 B in"), "{line}");
     });
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{temp_dir, watchdog, WAIT};
+use common::{temp_dir, track, untrack, watchdog, WAIT};
 use localproxy::protocol::{Message as TunnelMessage, Type, Version};
 use localproxy::testbed::scripted::{ConnectError, Scripted};
 use localproxy::testbed::{How, Mode, Testbed, Tunnel};
@@ -226,5 +226,80 @@ fn a_relay_rate_paces_reads_and_relays_every_message_intact() {
         assert_eq!(rec.len(), 1 + COUNT);
         assert!(rec[1..].iter().all(|r| r.payload_len == 32768));
         assert_eq!(tb.stats().messages[0], 1 + COUNT as u64);
+    });
+}
+
+/// Runs the `testbed` binary from the checkout with `args`; stdout as text.
+fn testbed_cmd(args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_testbed"));
+    c.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+#[test]
+fn serve_prints_commands_that_work_from_the_checkout_and_cleans_up() {
+    watchdog(WAIT, || {
+        use std::io::BufRead;
+        let mut child = testbed_cmd(&["serve"]).spawn().unwrap();
+        track(child.id());
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        for line in out.lines() {
+            let line = line.unwrap();
+            let end = line.contains("Ctrl-C stops.");
+            lines.push(line);
+            if end {
+                break;
+            }
+        }
+        let text = lines.join("\n");
+        // The localproxy built beside the testbed, as a path from the checkout.
+        let lp = std::path::Path::new(env!("CARGO_BIN_EXE_localproxy"));
+        let rel = lp.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap();
+        assert!(text.contains(&format!(" {} -e ", rel.display())), "{text}");
+        assert!(
+            !text.contains("unless the proxy sends a client token"),
+            "{text}"
+        );
+        let ca = text
+            .split("hashed dir ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .unwrap()
+            .to_string();
+        let dir = std::path::Path::new(&ca).parent().unwrap().to_path_buf();
+        assert!(dir.is_dir());
+        localproxy::sys::send_signal(child.id(), localproxy::sys::SIGINT).unwrap();
+        assert!(child.wait().unwrap().success());
+        untrack(child.id());
+        assert!(!dir.exists(), "{} is left behind", dir.display());
+    });
+}
+
+#[test]
+fn demo_says_exited_0_and_keeps_the_logs_it_names() {
+    watchdog(WAIT * 2, || {
+        let o = testbed_cmd(&["demo", "--mib", "1"]).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            text.contains("SIGTERM: source exited 0, destination exited 0"),
+            "{text}"
+        );
+        let dir = text
+            .lines()
+            .find_map(|l| l.strip_prefix("logs kept in "))
+            .unwrap_or_else(|| panic!("{text}"));
+        let dir = std::path::Path::new(dir);
+        assert!(dir.join("source.log").is_file(), "{text}");
+        let _ = std::fs::remove_dir_all(dir);
     });
 }

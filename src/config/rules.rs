@@ -175,6 +175,22 @@ pub(crate) fn parse_bind_address(b: &str) -> Result<String, Problem> {
             "give a host name or IP address, e.g. 0.0.0.0 or ::1",
         ));
     }
+    // Digits and dots can only be an IPv4 address (no name is all digits), and a colon
+    // only an IPv6 one: say so here rather than after a failed lookup and bind.
+    if inner.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+        && inner.parse::<std::net::Ipv4Addr>().is_err()
+    {
+        return Err(problem(
+            format!("'{}' is not an IPv4 address", quoted(inner)),
+            "give four numbers 0-255, e.g. 192.168.1.1, or a host name",
+        ));
+    }
+    if inner.contains(':') && inner.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(problem(
+            format!("'{}' is not an IPv6 address", quoted(inner)),
+            "give an IPv6 address, e.g. ::1 or fe80::1",
+        ));
+    }
     Ok(inner.to_string())
 }
 
@@ -284,30 +300,25 @@ fn split_named(text: &str) -> Result<Option<Vec<(String, String)>>, Problem> {
     Ok(Some(items))
 }
 
-/// Keeps the first of each service id, warning about the rest (as the reference).
-fn dedup(
-    items: Vec<(String, String)>,
-    what: &str,
-    warnings: &mut Vec<String>,
-) -> Vec<(String, String)> {
+/// Refuses a service id given twice, as `-d 22 -d 23` is refused (the reference keeps
+/// the first with a warning, which hides a typo until a connection goes to the wrong
+/// port).
+fn dedup(items: Vec<(String, String)>) -> Result<Vec<(String, String)>, Problem> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (id, v) in items {
         if out.iter().any(|(known, _)| *known == id) {
-            warnings.push(format!(
-                "{what}: service id {id} is given twice; the first one is used"
+            return Err(problem(
+                format!("service id {id} is given twice"),
+                "give each service id once",
             ));
-        } else {
-            out.push((id, v));
         }
+        out.push((id, v));
     }
-    out
+    Ok(out)
 }
 
 /// `-s`: `5555` or `SSH1=5555,SSH2=6666`.
-pub(crate) fn parse_listen_mappings(
-    text: &str,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<Mapping>, Problem> {
+pub(crate) fn parse_listen_mappings(text: &str) -> Result<Vec<Mapping>, Problem> {
     let single_fix = "give a port number; the listen address is set with -b";
     let items = match split_named(text)? {
         None => {
@@ -337,7 +348,7 @@ pub(crate) fn parse_listen_mappings(
                 port: parse_port(one)?,
             }]);
         }
-        Some(items) => dedup(items, "--source-listen-port", warnings),
+        Some(items) => dedup(items)?,
     };
     let mut out: Vec<Mapping> = Vec::new();
     for (id, v) in items {
@@ -366,14 +377,13 @@ pub(crate) fn parse_listen_mappings(
 pub(crate) fn parse_connect_mappings(
     text: &str,
     default_host: &str,
-    warnings: &mut Vec<String>,
 ) -> Result<Vec<Mapping>, Problem> {
     match split_named(text)? {
         None => Ok(vec![Mapping::Connect {
             service_id: String::new(),
             target: parse_target(text.trim(), default_host)?,
         }]),
-        Some(items) => dedup(items, "--destination-app", warnings)
+        Some(items) => dedup(items)?
             .into_iter()
             .map(|(id, v)| {
                 let target =
@@ -442,35 +452,25 @@ mod tests {
 
     #[test]
     fn listen_mappings() {
-        let mut w = Vec::new();
         let l = |id: &str, port| Mapping::Listen {
             service_id: id.into(),
             port,
         };
+        assert_eq!(parse_listen_mappings("5555").unwrap(), vec![l("", 5555)]);
+        assert_eq!(parse_listen_mappings(" 5555 ,").unwrap(), vec![l("", 5555)]);
         assert_eq!(
-            parse_listen_mappings("5555", &mut w).unwrap(),
-            vec![l("", 5555)]
-        );
-        assert_eq!(
-            parse_listen_mappings(" 5555 ,", &mut w).unwrap(),
-            vec![l("", 5555)]
-        );
-        assert_eq!(
-            parse_listen_mappings("SSH1=5555,SSH2=6666", &mut w).unwrap(),
+            parse_listen_mappings("SSH1=5555,SSH2=6666").unwrap(),
             vec![l("SSH1", 5555), l("SSH2", 6666)]
         );
         assert_eq!(
-            parse_listen_mappings(" SSH1 = 5555 , , SSH2=6666, ", &mut w).unwrap(),
+            parse_listen_mappings(" SSH1 = 5555 , , SSH2=6666, ").unwrap(),
             vec![l("SSH1", 5555), l("SSH2", 6666)]
         );
-        assert!(w.is_empty());
         assert_eq!(
-            parse_listen_mappings("SSH1=5555,SSH1=7777", &mut w).unwrap(),
-            vec![l("SSH1", 5555)]
+            parse_listen_mappings("SSH1=5555,SSH1=7777").unwrap_err().0,
+            "service id SSH1 is given twice"
         );
-        assert_eq!(w.len(), 1);
-        assert!(w[0].contains("SSH1 is given twice"));
-        let bad = |t: &str| parse_listen_mappings(t, &mut Vec::new()).unwrap_err().0;
+        let bad = |t: &str| parse_listen_mappings(t).unwrap_err().0;
         assert!(bad("5555,6666").contains("several ports need service ids"));
         assert!(bad("SSH1=5555,6666").contains("has no service id"));
         assert!(bad("=5555").contains("service id is empty"));
@@ -479,18 +479,17 @@ mod tests {
         assert!(bad("SSH1=0").contains("SSH1: port 0 is out of range"));
         assert!(bad("A=5555,B=5555").contains("port 5555 is given to both A and B"));
         assert!(bad(",").contains("is empty"));
-        assert!(parse_listen_mappings(&format!("{}=1", "a".repeat(128)), &mut w).is_ok());
-        assert!(parse_listen_mappings("a_b-C9=1", &mut w).is_ok());
+        assert!(parse_listen_mappings(&format!("{}=1", "a".repeat(128))).is_ok());
+        assert!(parse_listen_mappings("a_b-C9=1").is_ok());
     }
 
     #[test]
     fn connect_mappings() {
-        let mut w = Vec::new();
         let c = |id: &str, target| Mapping::Connect {
             service_id: id.into(),
             target,
         };
-        let p = |t: &str| parse_connect_mappings(t, "127.0.0.1", &mut Vec::new());
+        let p = |t: &str| parse_connect_mappings(t, "127.0.0.1");
         assert_eq!(p("22").unwrap(), vec![c("", tcp("127.0.0.1", 22))]);
         assert_eq!(p("host:22").unwrap(), vec![c("", tcp("host", 22))]);
         assert_eq!(p("10.0.0.1:80").unwrap(), vec![c("", tcp("10.0.0.1", 80))]);
@@ -512,10 +511,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            parse_connect_mappings("SSH=1,SSH=2", "h", &mut w).unwrap(),
-            vec![c("SSH", tcp("h", 1))]
+            p("SSH=1,SSH=2").unwrap_err().0,
+            "service id SSH is given twice"
         );
-        assert_eq!(w.len(), 1);
         assert!(p("host").unwrap_err().0.contains("has no port"));
         assert!(p("host:").unwrap_err().0.contains("not a port number"));
         assert!(p("a b:22").is_err());

@@ -194,11 +194,10 @@ impl Resolved {
         let default_host = bind_address.as_deref().unwrap_or(DEFAULT_TARGET_HOST);
 
         let mappings = match (source, destination) {
-            (Some(s), _) => {
-                parse_listen_mappings(&s.text, &mut warnings).map_err(|p| s.error(p))?
+            (Some(s), _) => parse_listen_mappings(&s.text).map_err(|p| s.error(p))?,
+            (_, Some(d)) => {
+                parse_connect_mappings(&d.text, default_host).map_err(|p| d.error(p))?
             }
-            (_, Some(d)) => parse_connect_mappings(&d.text, default_host, &mut warnings)
-                .map_err(|p| d.error(p))?,
             _ => Vec::new(),
         };
         // Bad --config-dir values are dropped now, so the engine never meets one.
@@ -603,6 +602,14 @@ mod tests {
             err(&["-r", "us-east-1", "-s", "22", "-b", "[]"]).starts_with("--local-bind-address:")
         );
         assert!(err(&["-r", "us-east-1", "-s", "22", "-b", &"a".repeat(254)]).contains("253"));
+        assert!(err(&["-r", "us-east-1", "-s", "22", "-b", "999.1.1.1"])
+            .starts_with("--local-bind-address: '999.1.1.1' is not an IPv4 address"));
+        assert!(err(&["-r", "us-east-1", "-d", "22", "-b", "1.2.3"])
+            .starts_with("--local-bind-address: '1.2.3' is not an IPv4 address"));
+        assert!(err(&["-r", "us-east-1", "-s", "22", "-b", "1::2::3"])
+            .starts_with("--local-bind-address: '1::2::3' is not an IPv6 address"));
+        assert!(build(&["-r", "us-east-1", "-s", "22", "-b", "router.lan"]).is_ok());
+        assert!(build(&["-r", "us-east-1", "-s", "22", "-b", "0.0.0.0"]).is_ok());
     }
 
     #[test]

@@ -101,10 +101,10 @@ impl LocalThread {
                     self.next_accept_id += 1;
                     let service = self.listeners[idx].service;
                     log::debug!("accepted connection {} from {peer}", shown(local));
-                    self.conns.insert(
-                        local,
-                        Conn::new(service, Some(Sock::Tcp(s)), State::Open, peer.to_string()),
-                    );
+                    let mut c =
+                        Conn::new(service, Some(Sock::Tcp(s)), State::Open, peer.to_string());
+                    c.answer_due = Some(Instant::now() + super::NO_ANSWER);
+                    self.conns.insert(local, c);
                     self.emit(Event::Accepted { local, service });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

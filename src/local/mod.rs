@@ -113,7 +113,15 @@ struct Conn {
     bytes_in: u64,
     bytes_out: u64,
     peer: String,
+    /// Source: when to say that nothing came back through the tunnel (see
+    /// [`NO_ANSWER`]); cleared by the first byte back.
+    answer_due: Option<Instant>,
 }
+
+/// How long a source's client may send without anything coming back before one line
+/// asks whether a destination is connected: the service does not tell a source that
+/// no destination is there, and the client just hangs.
+pub(crate) const NO_ANSWER: Duration = Duration::from_secs(10);
 
 struct Listener {
     service: usize,
@@ -252,6 +260,9 @@ impl LocalThread {
             }
             for c in self.conns.values() {
                 if let Some(Some(at)) = c.held {
+                    deadline = Some(deadline.map_or(at, |x| x.min(at)));
+                }
+                if let Some(at) = c.answer_due {
                     deadline = Some(deadline.map_or(at, |x| x.min(at)));
                 }
                 if let State::Waiting { at } = c.state {
@@ -464,6 +475,37 @@ impl LocalThread {
                 self.bind(idx);
             }
         }
+        self.no_answer(now);
+    }
+
+    /// One line for each source connection whose client sent data and got nothing
+    /// back within [`NO_ANSWER`]: the usual cause is that no destination is connected
+    /// (or it is still connecting its target). The connection stays open.
+    fn no_answer(&mut self, now: Instant) {
+        for (&local, c) in self.conns.iter_mut() {
+            if c.answer_due.is_none_or(|at| at > now) {
+                continue;
+            }
+            c.answer_due = None;
+            if c.bytes_out > 0 || c.bytes_in == 0 {
+                continue;
+            }
+            let name = self
+                .listeners
+                .iter()
+                .find(|l| l.service == c.service)
+                .map_or("", |l| l.service_id.as_str());
+            let name = if name.is_empty() { "(unnamed)" } else { name };
+            crate::logging::peer_log!(
+                crate::logging::Noise::NoAnswer,
+                log::Level::Warn,
+                "connection {} ({name}): {} sent, nothing back in {} s: is a destination \
+                 connected?",
+                shown(local),
+                crate::logging::size(c.bytes_in),
+                NO_ANSWER.as_secs()
+            );
+        }
     }
 
     fn conn_ready(&mut self, local: LocalId, r: sys::Ready) {
@@ -535,6 +577,9 @@ impl LocalThread {
         };
         c.out_len -= written;
         c.bytes_out += written as u64;
+        if written > 0 {
+            c.answer_due = None;
+        }
         let done = c.closing && c.out.is_empty();
         self.shared.bytes_to_local.add(written as u64);
         self.release_to_local(written);
@@ -628,12 +673,14 @@ impl LocalThread {
             self.emit(Event::Closed { local });
         }
         let peer = &c.peer;
+        // "in" is what the local peer sent, "out" what it was sent. Sizes are short
+        // so the line fits an 80-column console.
         log::info!(
-            "connection {} ({peer}) closed after {:.2} s: {} bytes in, {} bytes out",
+            "connection {} ({peer}) closed after {:.2} s, {} in, {} out",
             shown(local),
             c.opened.elapsed().as_secs_f64(),
-            c.bytes_in,
-            c.bytes_out
+            crate::logging::size(c.bytes_in),
+            crate::logging::size(c.bytes_out)
         );
     }
 
@@ -665,6 +712,7 @@ impl Conn {
             bytes_in: 0,
             bytes_out: 0,
             peer,
+            answer_due: None,
         }
     }
 }

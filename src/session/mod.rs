@@ -16,7 +16,7 @@ use crate::logging::peer_log;
 use crate::logging::Noise;
 use crate::protocol::{codec, Message, Type, Version};
 use log::Level;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 mod destination;
@@ -238,6 +238,10 @@ struct Service {
     next_connection_id: u32,
     /// Open local connections of the current stream: connection id → local id.
     conns: HashMap<u32, LocalId>,
+    /// Source: connections (keys of `conns`) the peer has sent no DATA for yet. A reset
+    /// of one of them is worth a line: the destination could not reach its target.
+    /// Empty in steady state, so DATA pays one `is_empty` for it.
+    unanswered: HashSet<u32>,
 }
 
 #[derive(Debug)]
@@ -388,6 +392,7 @@ impl Session {
         for s in &mut self.services {
             s.stream_id = 0;
             s.conns.clear();
+            s.unanswered.clear();
         }
         for (local, _) in std::mem::take(&mut self.held) {
             out.push(Output::Refuse { local });
@@ -399,6 +404,7 @@ impl Session {
         let mut locals: Vec<LocalId> = s.conns.values().copied().collect();
         locals.sort_unstable();
         s.conns.clear();
+        s.unanswered.clear();
         s.stream_id = 0;
         for local in locals {
             self.conns.remove(&local);
@@ -475,7 +481,7 @@ impl Session {
             );
             return;
         };
-        let s = &self.services[idx];
+        let s = &mut self.services[idx];
         if s.stream_id == 0 || m.stream_id != s.stream_id {
             peer_log!(
                 Noise::Stray,
@@ -485,7 +491,11 @@ impl Session {
             );
             return;
         }
-        match s.conns.get(&s.key(m)) {
+        let key = s.key(m);
+        if !s.unanswered.is_empty() {
+            s.unanswered.remove(&key);
+        }
+        match s.conns.get(&key) {
             Some(&local) => out.push(Output::Deliver { local }),
             None => peer_log!(
                 Noise::Stray,
@@ -515,6 +525,15 @@ impl Session {
             m.stream_id,
             describe_id(&s.id)
         );
+        let mut unanswered: Vec<LocalId> = s
+            .unanswered
+            .iter()
+            .filter_map(|k| s.conns.get(k).copied())
+            .collect();
+        unanswered.sort_unstable();
+        for local in unanswered {
+            self.reset_before_data(idx, local);
+        }
         self.close_service(idx, out);
         // A V1/V2 source's connection ended: a held client gets its turn.
         self.start_held(idx, out);
@@ -535,10 +554,30 @@ impl Session {
             return;
         }
         let key = s.key(m);
+        let unanswered = s.unanswered.remove(&key);
         if let Some(local) = s.conns.remove(&key) {
+            if unanswered {
+                self.reset_before_data(idx, local);
+            }
             self.conns.remove(&local);
             out.push(Output::Close { local });
         }
+    }
+
+    /// Says why a source's connection died when the peer resets it before sending any
+    /// data, at the default level: without this a client sees its connection close (or
+    /// ssh hangs) and the source's log says only "closed". The destination resets a
+    /// connection it could not open (target refused, down, or not resolvable) after its
+    /// retries. One line per connection, limited with the other peer-caused lines.
+    fn reset_before_data(&self, idx: usize, local: LocalId) {
+        let name = describe_id(&self.services[idx].id);
+        peer_log!(
+            Noise::ResetBeforeData,
+            Level::Warn,
+            "connection {} ({name}) reset by the destination before any data: is its \
+             target up? (see the destination's log)",
+            shown(local)
+        );
     }
 }
 

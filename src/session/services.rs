@@ -164,6 +164,7 @@ impl Session {
                 stream_id: 0,
                 next_connection_id: 1,
                 conns: HashMap::new(),
+                unanswered: Default::default(),
             })
             .collect())
     }

@@ -63,6 +63,7 @@ impl Session {
         }
         let key = connection_id;
         s.conns.insert(key, local);
+        s.unanswered.insert(key);
         self.conns.insert(
             local,
             Conn {
@@ -104,6 +105,7 @@ impl Session {
         };
         let s = &mut self.services[c.service];
         s.conns.remove(&c.connection_id);
+        s.unanswered.remove(&c.connection_id);
         if s.stream_id != c.stream_id || !self.ready {
             return;
         }

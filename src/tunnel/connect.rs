@@ -107,6 +107,8 @@ pub(crate) struct TlsConnector {
     connector: SslConnector,
     /// `-k`: no certificate or host name check.
     insecure: bool,
+    /// Certificates `--capath` added, for the start-up lines.
+    pub(crate) extra_cas: usize,
 }
 
 impl TlsConnector {
@@ -162,9 +164,9 @@ pub(crate) fn cipher_order(aes: bool) -> (&'static str, &'static str) {
 /// One line on the cipher order, for the log and `--check`.
 pub(crate) fn describe_cipher_order() -> &'static str {
     if cpu_has_aes() {
-        "AES-GCM first (OpenSSL has AES instructions on this CPU), then ChaCha20-Poly1305"
+        "AES-GCM first (AES instructions), then ChaCha20-Poly1305"
     } else {
-        "ChaCha20-Poly1305 first (no AES instructions for OpenSSL here), then AES-GCM"
+        "ChaCha20-Poly1305 first (no AES instructions), then AES-GCM"
     }
 }
 
@@ -220,15 +222,16 @@ pub(crate) fn tls_connector(
     if let Some(t) = trust {
         t.add_builtin(b.cert_store_mut())?;
     }
+    let mut extra_cas = 0;
     if let Some(dir) = capath {
-        let n = add_ca_dir(b.cert_store_mut(), dir)?;
-        log::info!("trusting {n} extra certificate(s) from {}", dir.display());
+        extra_cas = add_ca_dir(b.cert_store_mut(), dir)?;
     }
     // With -k, config/validate.rs already warned at start (one loud line, also shown
     // by --check); verification is switched off per connection.
     Ok(TlsConnector {
         connector: b.build(),
         insecure,
+        extra_cas,
     })
 }
 
@@ -408,11 +411,19 @@ fn resolve(
         // A late answer finds nobody waiting.
         let _ = tx.send(r);
     })
-    .map_err(|e| ConnectError::Resolve(e.to_string()))?;
+    .map_err(|e| ConnectError::Resolve(format!("{host}: cannot start a lookup thread: {e}")))?;
     let left = deadline.saturating_duration_since(Instant::now());
     match rx.recv_timeout(DNS_TIMEOUT.min(left)) {
         Ok(Ok(a)) => Ok(a),
-        Ok(Err(e)) => Err(ConnectError::Resolve(format!("{host}: {e}"))),
+        Ok(Err(e)) => {
+            // std's prefix says nothing the line does not say already.
+            let e = e.to_string();
+            let e = e
+                .strip_prefix("failed to lookup address information: ")
+                .unwrap_or(&e);
+            // The host is in the "connecting to" line just before.
+            Err(ConnectError::Resolve(e.to_string()))
+        }
         Err(_) if left <= DNS_TIMEOUT => Err(ConnectError::TimedOut {
             during: "name lookup",
             limit,
@@ -461,7 +472,12 @@ pub(crate) fn connect(t: &Target<'_>) -> Result<Opened, ConnectError> {
         Some(p) => (p.host.as_str(), p.port),
         None => (t.host, t.port),
     };
-    let addrs = resolve(dial_host, dial_port, deadline, limit)?;
+    let addrs = resolve(dial_host, dial_port, deadline, limit).map_err(|e| match e {
+        ConnectError::Resolve(m) if t.proxy.is_some() => {
+            ConnectError::Resolve(format!("(the web proxy {dial_host}) {m}"))
+        }
+        e => e,
+    })?;
     let tcp = tcp_connect(&addrs, deadline, limit)?;
     let _ = tcp.set_nodelay(true);
     let tcp = Tcp::new(tcp, Some(deadline));

@@ -38,21 +38,60 @@ impl ConnectError {
     pub(crate) fn retryable(&self) -> bool {
         !matches!(self, ConnectError::Rejected { .. })
     }
+
+    fn is_client_token_mismatch(&self) -> bool {
+        matches!(self, ConnectError::Rejected { detail, .. }
+            if detail.to_ascii_lowercase().contains("client token mismatch"))
+    }
+
+    /// A second line for the log after the error, when there is a fix to add that does
+    /// not fit the first.
+    pub(crate) fn hint(&self) -> Option<&'static str> {
+        self.is_client_token_mismatch().then_some(
+            "to keep a client token across restarts: -i TOKEN, AWSIOT_TUNNEL_CLIENT_TOKEN \
+             or --client-token-file FILE",
+        )
+    }
+}
+
+/// The service's own words from a refusal's detail (` Bad Request: Invalid client
+/// token: client token mismatch`): the last part, at most 60 characters.
+fn service_said(detail: &str) -> String {
+    let d = detail.trim().trim_start_matches(':').trim();
+    let last = d.rsplit(": ").next().unwrap_or(d).trim();
+    let last = if last.is_empty() {
+        "no reason given"
+    } else {
+        last
+    };
+    last.chars().take(60).collect()
 }
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConnectError::Resolve(e) => write!(f, "name lookup failed: {e}"),
-            ConnectError::Tcp(e) => write!(f, "TCP connect failed: {e}"),
-            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            ConnectError::Tcp(e) => write!(f, "TCP connect to {e}"),
+            ConnectError::Tls(e) => write!(f, "TLS: {e}"),
             ConnectError::Proxy(e) => write!(f, "{e}"),
-            ConnectError::Rejected { status, detail } => write!(
-                f,
-                "the service refused the access token (HTTP {status}{detail}); the token may be \
-                 wrong, expired, for the other mode, or already used without a client token: \
-                 open a new tunnel or rotate the tokens"
-            ),
+            ConnectError::Rejected { status, detail } => {
+                let said = service_said(detail);
+                if self.is_client_token_mismatch() {
+                    // The usual cause: a restart, whose new random client token does not
+                    // match the first run's. `hint` says how to keep one.
+                    write!(
+                        f,
+                        "access token already used with another client token (HTTP {status}: \
+                         {said}): a restart makes a new random one"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "access token refused (HTTP {status}: {said}): wrong, expired, used or \
+                         for the other mode"
+                    )
+                }
+            }
             ConnectError::Status { status, detail } => {
                 write!(f, "the service answered HTTP {status}{detail}")
             }

@@ -151,35 +151,56 @@ impl TunnelThread {
             reconnect_after_loss: s.ws_reconnect_on_data_error,
             token_file: self.cfg.access_token_file.is_some(),
         });
+        let mut repeats = logging::Repeats::default();
         loop {
-            let (outcome, why) = self.attempt(&endpoint);
+            let (outcome, why) = self.attempt(&endpoint, repeats.streak() == 0);
             let random = self.random();
             let mut decision = machine.after(outcome, random);
-            // One line for how the attempt ended, saying what comes next.
+            let next = match decision {
+                Decision::Wait(d) => format!("; next attempt in {:.1} s", d.as_secs_f64()),
+                _ => String::new(),
+            };
+            // One line for how the attempt ended, saying what comes next; a failure
+            // like the one before prints `(same failure, attempt N)` at attempts 2, 4,
+            // 8, ... instead, so a day of retries is a few lines on the console.
             match (outcome, decision) {
-                (Outcome::Lost { .. }, Decision::Wait(_)) => {
-                    log::warn!("tunnel lost: {why}; reconnecting")
+                (Outcome::Lost { .. }, Decision::Wait(_) | Decision::Connect) => {
+                    repeats.reset();
+                    log::warn!("tunnel lost: {why}; reconnecting{next}")
                 }
                 (Outcome::Lost { .. }, _) => log::error!(
-                    "tunnel lost: {why}; not reconnecting because websocket.reconnect_on_data_error is false"
+                    "tunnel lost: {why}; not reconnecting (websocket.reconnect_on_data_error)"
                 ),
-                (Outcome::ConnectFailed, Decision::Wait(_)) => {
-                    log::warn!("cannot connect to {endpoint}: {why}")
-                }
+                (Outcome::ConnectFailed, Decision::Wait(_)) => match repeats.failed(&why) {
+                    logging::Shown::Full => log::warn!("cannot connect: {why}{next}"),
+                    logging::Shown::Same => {
+                        log::warn!("(same failure, attempt {})", machine.failures())
+                    }
+                    logging::Shown::Quiet => log::debug!("cannot connect: {why}{next}"),
+                },
                 (Outcome::ConnectFailed, _) => log::error!(
-                    "cannot connect to {endpoint}: {why}; giving up after {} attempt(s) (websocket.connect_retry_count = {})",
+                    "cannot connect: {why}; giving up after {} attempt(s)",
                     machine.failures(),
-                    self.cfg.settings.ws_connect_retry_count
                 ),
-                (Outcome::Refused, Decision::WaitForToken { .. }) => log::warn!("{why}"),
-                (Outcome::Refused, _) => log::error!("{why}"),
+                (Outcome::Refused, d) => {
+                    let mut lines = why.lines();
+                    let first = lines.next().unwrap_or_default();
+                    if matches!(d, Decision::WaitForToken { .. }) {
+                        log::warn!("{first}");
+                    } else {
+                        log::error!("{first}");
+                    }
+                    for hint in lines {
+                        log::info!("{hint}");
+                    }
+                }
                 _ => {}
             }
             loop {
                 match decision {
                     Decision::Connect => break,
                     Decision::Wait(delay) => {
-                        log::info!("next attempt in {:.1} s", delay.as_secs_f64());
+                        // Said in the line about the failure.
                         if let Some(x) = self.wait_offline(Instant::now() + delay) {
                             return x;
                         }
@@ -201,15 +222,21 @@ impl TunnelThread {
 
     /// One connect attempt and, if it opens, the session it carries. Returns how it
     /// ended and why, for the caller's log line.
-    fn attempt(&mut self, endpoint: &str) -> (Outcome, String) {
+    /// `announce`: log the attempt at info (not while a failure repeats: the failure
+    /// line says when the next one is).
+    fn attempt(&mut self, endpoint: &str, announce: bool) -> (Outcome, String) {
         self.phase = Phase::Connecting;
         self.shared.tunnel_ready.store(false, Ordering::SeqCst);
-        match &self.web_proxy {
-            Some(p) => log::info!(
-                "connecting to {endpoint} as {} through the proxy {p}",
-                self.cfg.mode.as_str()
-            ),
-            None => log::info!("connecting to {endpoint} as {}", self.cfg.mode.as_str()),
+        // The mode is in the first line and the web proxy in the start-up lines.
+        let via = if self.web_proxy.is_some() {
+            " via the web proxy"
+        } else {
+            ""
+        };
+        if announce {
+            log::info!("connecting to {endpoint}{via}");
+        } else {
+            log::debug!("connecting to {endpoint}{via}");
         }
         self.refresh_token();
         let s = &self.cfg.settings;
@@ -237,7 +264,11 @@ impl TunnelThread {
                     }
                 }
             }
-            Err(e) if !e.retryable() => (Outcome::Refused, e.to_string()),
+            // The hint, if any, on a line of its own after the error (see `run`).
+            Err(e) if !e.retryable() => match e.hint() {
+                Some(h) => (Outcome::Refused, format!("{e}\n{h}")),
+                None => (Outcome::Refused, e.to_string()),
+            },
             Err(e) => (Outcome::ConnectFailed, e.to_string()),
         }
     }
@@ -372,7 +403,7 @@ impl TunnelThread {
         let state = match self.phase {
             Phase::Connecting => "connecting".to_string(),
             Phase::Open { since } => format!(
-                "open for {} s ({})",
+                "open {} s ({})",
                 since.elapsed().as_secs(),
                 self.session
                     .version()
@@ -380,7 +411,7 @@ impl TunnelThread {
                     .unwrap_or_else(|| "waiting for SERVICE_IDS".into())
             ),
             Phase::Backoff { until } => format!(
-                "backing off, next attempt in {:.1} s",
+                "down, next attempt in {:.1} s",
                 until
                     .saturating_duration_since(Instant::now())
                     .as_secs_f64()
@@ -392,12 +423,18 @@ impl TunnelThread {
             .zip(self.session.connection_counts())
             .map(|(id, n)| format!("{}={n}", if id.is_empty() { "(unnamed)" } else { id }))
             .collect();
+        // Short words so the line fits 80 columns: `SSH=1` are the open connections
+        // per service, "in" what local peers sent, "out" what they were sent.
         log::info!(
-            "status: tunnel {state}; {} reconnect(s); connections {}; {} bytes from local, {} bytes to local",
+            "status: {state}; {} reconnects; {}; {} in, {} out",
             self.reconnects,
-            if conns.is_empty() { "none".to_string() } else { conns.join(" ") },
-            self.shared.bytes_from_local.get(),
-            self.shared.bytes_to_local.get(),
+            if conns.is_empty() {
+                "none".to_string()
+            } else {
+                conns.join(" ")
+            },
+            logging::size(self.shared.bytes_from_local.get()),
+            logging::size(self.shared.bytes_to_local.get()),
         );
     }
 }

@@ -314,7 +314,20 @@ fn demo(mib: usize) -> Result<(), String> {
         st.messages[0], st.bytes[0], st.messages[1], st.bytes[1]
     );
     let (s_code, d_code) = (src.stop(), dst.stop());
-    println!("SIGTERM: source exited {s_code:?}, destination exited {d_code:?}");
-    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "SIGTERM: source {}, destination {}",
+        exited(s_code),
+        exited(d_code)
+    );
+    // Kept: the line above named it, and the logs are what a person looks at next.
+    println!("logs kept in {}", dir.display());
     Ok(())
+}
+
+/// `exited 0`, or how it ended without an exit code.
+fn exited(code: Option<i32>) -> String {
+    match code {
+        Some(c) => format!("exited {c}"),
+        None => "ended by a signal".to_string(),
+    }
 }

@@ -125,6 +125,8 @@ fn serve(args: Vec<String>) -> i32 {
             return 2;
         }
     };
+    // A folder of our own is removed on Ctrl-C; one given with --dir is left alone.
+    let own_dir = value(&args, "--dir").is_none();
     let dir = value(&args, "--dir")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join(format!("testbed-{}", std::process::id())));
@@ -224,8 +226,9 @@ fn serve(args: Vec<String>) -> i32 {
             " for the first service"
         }
     );
+    let lp = proxy_command();
     println!(
-        "  AWSIOT_TUNNEL_ACCESS_TOKEN={} localproxy -e {} -c {} -d {}",
+        "  AWSIOT_TUNNEL_ACCESS_TOKEN={} {lp} -e {} -c {} -d {}",
         t.destination_token,
         tb.endpoint(),
         ca.display(),
@@ -237,19 +240,48 @@ fn serve(args: Vec<String>) -> i32 {
     );
     println!("source (then connect to 127.0.0.1:5555):");
     println!(
-        "  AWSIOT_TUNNEL_ACCESS_TOKEN={} localproxy -e {} -c {} -s {} -b 127.0.0.1",
+        "  AWSIOT_TUNNEL_ACCESS_TOKEN={} {lp} -e {} -c {} -s {} -b 127.0.0.1",
         t.source_token,
         tb.endpoint(),
         ca.display(),
         map(5555)
     );
     println!();
-    println!("Tokens are single use unless the proxy sends a client token. Ctrl-C stops.");
+    // The proxy always sends a client token (a random one per run unless kept): a
+    // token is then good for reconnects of that run, not for a restart.
+    println!("Each token is good for one run and its reconnects: a restarted proxy");
+    println!("has a new random client token and is refused unless it keeps one");
+    println!("(-i, AWSIOT_TUNNEL_CLIENT_TOKEN or --client-token-file). Ctrl-C stops.");
     loop {
         match sys::wait_signal(&[sys::SIGINT, sys::SIGTERM, sys::SIGUSR1]) {
             Ok(sys::SIGUSR1) => println!("{}", stats_line(&tb, &t)),
-            _ => return 0,
+            _ => {
+                if own_dir {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                return 0;
+            }
         }
+    }
+}
+
+/// The proxy command to print: the `localproxy` built beside this binary (e.g.
+/// `target/release/localproxy`), relative to the working directory when it is below
+/// it, so the printed lines work pasted in the checkout; else `localproxy` on PATH.
+fn proxy_command() -> String {
+    let Some(beside) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("localproxy")))
+        .filter(|p| p.is_file())
+    else {
+        return "localproxy".into();
+    };
+    match std::env::current_dir()
+        .ok()
+        .and_then(|cwd| beside.strip_prefix(cwd).ok().map(PathBuf::from))
+    {
+        Some(rel) => rel.display().to_string(),
+        None => beside.display().to_string(),
     }
 }
 
