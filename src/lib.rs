@@ -11,9 +11,10 @@
 //! - `tunnel`: the thread that owns the TLS WebSocket (connect, pings, reconnect).
 //! - `local`: the thread that owns every TCP socket.
 //! - [`run`]: the main thread: spawn both, wait for signals, exit code.
+//! - [`sandbox`]: what the process may still do once started (seccomp, Landlock).
 //! - [`logging`], [`trust`], `token`, `resolve`: log lines, CA certificates, the client
 //!   token, name lookups off the I/O threads.
-//! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop, sockets, memory, the clock tick.
+//! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop, sockets, memory, the clock tick, the sandbox's filters.
 //! - [`testbed`]: the project's own double of the tunneling service (tests, `testbed` binary).
 //!
 //! The `localproxy` binary uses everything but `testbed`; link-time optimisation removes it.
@@ -26,6 +27,7 @@ pub mod logging;
 pub mod protocol;
 pub(crate) mod resolve;
 pub mod run;
+pub mod sandbox;
 pub mod session;
 pub mod sys;
 pub mod testbed;

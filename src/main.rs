@@ -84,6 +84,10 @@ fn run() -> Exit {
             "tls-ciphers = {}\n",
             localproxy::run::tls_cipher_order()
         ));
+        text.push_str(&format!(
+            "sandbox = {}\n",
+            localproxy::sandbox::describe_check(&loaded.config)
+        ));
         out(&text);
         return Exit::Ok;
     }

@@ -104,6 +104,8 @@ pub fn run(mut config: Config) -> Exit {
         log::error!("cannot block signals: {e}");
         return Exit::Internal;
     }
+    // Everything that needs more than the sandbox allows is done; no thread runs yet.
+    crate::sandbox::start(&config, &store, privileges.is_some());
     let prepared = Prepared {
         tls,
         privileges,
@@ -180,6 +182,7 @@ fn spawn_and_wait(config: Config, prepared: Prepared) -> std::io::Result<Exit> {
         match sig {
             SIGUSR1 => {
                 let _ = main_tx.send(ToTunnel::Status);
+                crate::sandbox::Probe::from_env().run();
             }
             SIGUSR2 => {
                 if let Some(x) = *outcome.lock().unwrap_or_else(|p| p.into_inner()) {

@@ -1,8 +1,9 @@
 //! The OS calls std lacks, one file per job: [`poll`] (poll(2)), [`wake`] (eventfd
 //! wake-ups and channels that wake their receiver), [`signals`] (masks, `sigwait`),
 //! [`users`] (root, privilege drop), [`memory`] (dropping start-up pages), [`net`]
-//! (reads without zero-fill, non-blocking connects), [`clock`] (the /proc clock tick)
-//! and [`alloc`] (the allocator front of the static musl builds).
+//! (reads without zero-fill, non-blocking connects), [`clock`] (the /proc clock tick),
+//! [`sandbox`] (no_new_privs, the seccomp filter, Landlock) and [`alloc`] (the
+//! allocator front of the static musl builds).
 //!
 //! These files are the only ones with `unsafe`; every block says why it is sound.
 //! Nothing here knows about the protocol.
@@ -12,6 +13,7 @@ pub(crate) mod clock;
 pub(crate) mod memory;
 pub(crate) mod net;
 pub(crate) mod poll;
+pub(crate) mod sandbox;
 pub(crate) mod signals;
 pub(crate) mod users;
 pub(crate) mod wake;
