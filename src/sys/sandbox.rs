@@ -362,7 +362,6 @@ fn main_filter(
     use Jump::{Next, To};
     let mut a = Asm::new();
     let allow = a.label();
-    let kill = a.label();
     let eperm = a.label();
     let enosys = a.label();
     let (clone, socket, inet, netlink, ioctl, prctl, own_pid) = (
@@ -375,11 +374,20 @@ fn main_filter(
         a.label(),
     );
 
+    // BPF jumps only forward: the shared returns come last.
     a.load(OFF_ARCH);
-    a.jeq(arch, Next, To(kill));
+    let arch_ok = a.label();
+    a.jeq(arch, To(arch_ok), Next);
+    a.ret(RET_KILL);
+    a.here(arch_ok);
     a.load(OFF_NR);
     #[cfg(target_arch = "x86_64")]
-    a.jump(BPF_JGE_K, X32_SYSCALL_BIT, To(kill), Next);
+    {
+        let native = a.label();
+        a.jump(BPF_JGE_K, X32_SYSCALL_BIT, Next, To(native));
+        a.ret(RET_KILL);
+        a.here(native);
+    }
     let mut list = allowed();
     if allow_setid {
         list.extend(setid_calls());
@@ -399,14 +407,7 @@ fn main_filter(
         a.jeq(nr as u32, To(l), Next);
     }
     a.jeq(libc::SYS_clone3 as u32, To(enosys), Next);
-    a.here(eperm);
     a.ret(RET_EPERM);
-    a.here(allow);
-    a.ret(RET_ALLOW);
-    a.here(kill);
-    a.ret(RET_KILL);
-    a.here(enosys);
-    a.ret(RET_ENOSYS);
 
     // clone: threads only (no fork, no new namespaces without a thread).
     a.here(clone);
@@ -443,6 +444,13 @@ fn main_filter(
     a.here(own_pid);
     a.load(off_arg(0));
     a.jeq(pid, To(allow), To(eperm));
+
+    a.here(allow);
+    a.ret(RET_ALLOW);
+    a.here(eperm);
+    a.ret(RET_EPERM);
+    a.here(enosys);
+    a.ret(RET_ENOSYS);
 
     let n = list.len() + CHECKED.len();
     Ok((a.finish()?, n))
@@ -779,6 +787,170 @@ mod tests {
         assert!(!names
             .iter()
             .any(|n| n.starts_with("SYS_") || *n == "execve"));
+    }
+
+    /// Runs `body` in a forked child (so the filter does not land on the test runner)
+    /// and returns how it ended: Ok(exit code) or Err(signal).
+    fn in_child(body: impl FnOnce() -> i32) -> Result<i32, i32> {
+        // SAFETY: the child only makes system calls and _exit (everything it needs was
+        // built before the fork), so no lock another thread held can block it.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let code = body();
+            // SAFETY: ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child; status is a live local.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        if libc::WIFSIGNALED(status) {
+            Err(libc::WTERMSIG(status))
+        } else {
+            Ok(libc::WEXITSTATUS(status))
+        }
+    }
+
+    fn errno_of(r: libc::c_long) -> i32 {
+        if r >= 0 {
+            0
+        } else {
+            io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_filter_allows_its_list_refuses_the_rest_and_kills_x32() {
+        // SAFETY: getpid cannot fail.
+        let pid = unsafe { libc::getpid() } as u32; // the child's pid is asked below
+        let _ = pid;
+        let outcome = in_child(|| {
+            // SAFETY: as in the parent.
+            let me = unsafe { libc::getpid() } as u32;
+            let Ok((filter, _)) = main_filter(AUDIT_ARCH.unwrap_or(0), false, me) else {
+                return 90;
+            };
+            if no_new_privs().is_err() || load_filter(&filter).is_err() {
+                return 91;
+            }
+            let path = c"/nonexistent";
+            let argv = [path.as_ptr(), std::ptr::null()];
+            // SAFETY (all below): plain system calls with valid or null pointers; the
+            // ones expected to be refused never reach the kernel's implementation.
+            unsafe {
+                // Allowed: getpid, a pipe-less eventfd, a TCP socket, FIONBIO on it.
+                if libc::syscall(libc::SYS_getpid) as u32 != me {
+                    return 1;
+                }
+                let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                if s < 0 {
+                    return 2;
+                }
+                let mut on: libc::c_int = 1;
+                if libc::ioctl(s, libc::FIONBIO, &mut on) != 0 {
+                    return 3;
+                }
+                // Refused with EPERM: execve, fork, a raw or packet socket, TIOCSTI,
+                // a signal to another process, prctl other than naming.
+                let e = errno_of(libc::execve(path.as_ptr(), argv.as_ptr(), std::ptr::null()) as _);
+                if e != libc::EPERM {
+                    return 10;
+                }
+                if errno_of(libc::syscall(
+                    libc::SYS_clone,
+                    libc::SIGCHLD as libc::c_long,
+                    0,
+                    0,
+                    0,
+                    0,
+                )) != libc::EPERM
+                {
+                    return 11;
+                }
+                if errno_of(libc::socket(libc::AF_INET, libc::SOCK_RAW, 1) as _) != libc::EPERM {
+                    return 12;
+                }
+                if errno_of(libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0) as _) != libc::EPERM
+                {
+                    return 13;
+                }
+                let c: libc::c_char = 0;
+                if errno_of(libc::ioctl(2, libc::TIOCSTI, &c) as _) != libc::EPERM {
+                    return 14;
+                }
+                if errno_of(libc::kill(1, 0) as _) != libc::EPERM {
+                    return 15;
+                }
+                if errno_of(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) as _) != libc::EPERM {
+                    return 16;
+                }
+                if errno_of(libc::setuid(0) as _) != libc::EPERM {
+                    return 17;
+                }
+                // clone3: ENOSYS, so libc falls back to clone.
+                if errno_of(libc::syscall(libc::SYS_clone3, 0, 0)) != libc::ENOSYS {
+                    return 18;
+                }
+                // The x32 ABI: killed.
+                libc::syscall(libc::SYS_getpid | X32_SYSCALL_BIT as libc::c_long);
+            }
+            99
+        });
+        assert_eq!(
+            outcome,
+            Err(libc::SIGSYS),
+            "exit code = the check that failed"
+        );
+    }
+
+    #[test]
+    fn landlock_leaves_only_reading_the_given_paths() {
+        if landlock_abi().is_err() {
+            return; // nothing to test on a kernel without Landlock
+        }
+        let dir = std::env::temp_dir().join(format!("landlock-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "t").unwrap();
+        let c_token = std::ffi::CString::new(dir.join("token").as_os_str().as_bytes()).unwrap();
+        let c_new = std::ffi::CString::new(dir.join("new").as_os_str().as_bytes()).unwrap();
+        let read = vec![dir.clone(), PathBuf::from("/nonexistent/skipped")];
+        let outcome = in_child(|| {
+            if no_new_privs().is_err() {
+                return 90;
+            }
+            match landlock_restrict(&read) {
+                Ok((_, 1)) => {}
+                _ => return 91,
+            }
+            let open = |p: &std::ffi::CStr, flags: libc::c_int| {
+                // SAFETY: a NUL-terminated path; the descriptor is closed at once.
+                let fd = unsafe { libc::open(p.as_ptr(), flags, 0o600) };
+                if fd >= 0 {
+                    // SAFETY: our descriptor.
+                    unsafe { libc::close(fd) };
+                    0
+                } else {
+                    io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+                }
+            };
+            if open(&c_token, libc::O_RDONLY) != 0 {
+                return 1;
+            }
+            if open(&c_token, libc::O_WRONLY) != libc::EACCES {
+                return 2;
+            }
+            if open(&c_new, libc::O_WRONLY | libc::O_CREAT) != libc::EACCES {
+                return 3;
+            }
+            if open(c"/etc/passwd", libc::O_RDONLY) != libc::EACCES {
+                return 4;
+            }
+            0
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(outcome, Ok(0), "exit code = the check that failed");
     }
 
     #[test]
