@@ -104,6 +104,10 @@ pub(crate) fn start(config: &Config, store: &trust::Choice, setid_pending: bool)
     for p in &read {
         log::debug!("sandbox: may read {}", p.display());
     }
+    log::debug!(
+        "sandbox: seccomp allow-list: {}",
+        os::describe_list(setid_pending)
+    );
     let report = os::install(&os::Plan {
         read,
         allow_setid: setid_pending,

@@ -273,6 +273,18 @@ fn setid_calls() -> Vec<(&'static str, i64)> {
     v
 }
 
+/// The allow-list as this target has it, for the debug log and the README: names with
+/// their numbers, the calls with checked arguments last.
+pub(crate) fn describe_list(setid: bool) -> String {
+    let mut list = allowed();
+    if setid {
+        list.extend(setid_calls());
+    }
+    let mut out: Vec<String> = list.iter().map(|(n, nr)| format!("{n}({nr})")).collect();
+    out.extend(CHECKED.iter().map(|n| format!("{n}[args checked]")));
+    out.join(" ")
+}
+
 /// The calls allowed with some arguments only (see the file's head).
 pub(crate) const CHECKED: &[&str] = &["clone", "socket", "ioctl", "prctl", "kill", "tgkill"];
 
