@@ -122,7 +122,6 @@ pub(crate) fn allowed() -> Vec<(&'static str, i64)> {
         SYS_write,
         SYS_readv,
         SYS_writev,
-        SYS_pread64,
         SYS_close,
         SYS_lseek,
         SYS_fcntl,
@@ -139,7 +138,6 @@ pub(crate) fn allowed() -> Vec<(&'static str, i64)> {
     ]);
     // Memory: the allocator, thread stacks, releasing start-up pages (sys::memory).
     v.extend(calls![
-        SYS_mmap,
         SYS_munmap,
         SYS_mremap,
         SYS_mprotect,
@@ -150,7 +148,6 @@ pub(crate) fn allowed() -> Vec<(&'static str, i64)> {
     v.extend(calls![
         SYS_futex,
         SYS_set_robust_list,
-        SYS_rseq,
         SYS_set_tid_address,
         SYS_sigaltstack,
         SYS_membarrier,
@@ -201,8 +198,14 @@ pub(crate) fn allowed() -> Vec<(&'static str, i64)> {
     // Who we are (--user's check, glibc's NSS).
     v.extend(calls![SYS_getuid, SYS_geteuid, SYS_getgid, SYS_getegid]);
     // The same jobs under the names a target has for them.
+    // glibc registers rseq in every thread and its ld.so reads with pread64 when it
+    // loads an NSS module; 32-bit ARM has only mmap2.
     #[cfg(target_pointer_width = "64")]
-    v.extend(calls![SYS_newfstatat]);
+    v.extend(calls![SYS_newfstatat, SYS_rseq, SYS_mmap, SYS_pread64]);
+    #[cfg(target_arch = "arm")]
+    v.extend(calls![SYS_pread64]);
+    #[cfg(target_arch = "mips")]
+    v.extend([("pread64", 4000 + 200), ("mmap", libc::SYS_mmap as i64)]);
     #[cfg(not(target_arch = "aarch64"))]
     v.extend(calls![SYS_poll, SYS_open, SYS_stat, SYS_lstat]);
     #[cfg(target_pointer_width = "32")]
