@@ -50,8 +50,11 @@ fn on_by_default_in_both_modes_every_thread_filtered_and_the_tunnel_works() {
         let r = Rig::new("sandbox-on", &["A"], &[]);
         let echo = echo_server();
         let port = free_port();
-        let dst = r.destination(&format!("A={}", echo.port), &[]);
+        let dst = r.destination(&format!("A={}", echo.port), &["-v", "5"]);
         let src = r.source(&format!("A={port}"), &[]);
+        // The memory trimming read /proc/PID/smaps through Landlock, after the sandbox.
+        let trimmed = dst.wait_line("start-up code pages");
+        assert!(trimmed.contains("released"), "{trimmed}");
         for p in [&dst, &src] {
             let line = p.wait_line("sandbox: on");
             assert!(
