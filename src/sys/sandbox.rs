@@ -53,6 +53,7 @@ pub(crate) struct Report {
 // Classic BPF, the parts seccomp uses (linux/filter.h, linux/bpf_common.h).
 const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
 const BPF_JEQ_K: u16 = 0x05 | 0x10;
+#[cfg(target_arch = "x86_64")] // the x32 check only
 const BPF_JGE_K: u16 = 0x05 | 0x30;
 const BPF_JSET_K: u16 = 0x05 | 0x40;
 const BPF_AND_K: u16 = 0x04 | 0x50;
