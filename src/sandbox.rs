@@ -49,8 +49,9 @@ const LIB_DIRS: &[&str] = &[
 /// - `--access-token-file`, re-read at every connection attempt;
 /// - the CA store the connector uses (the chosen bundle and hashed directories, which
 ///   OpenSSL reads certificate by certificate at each handshake) and `-c`;
-/// - the resolver's files; where `/etc/resolv.conf` is a link (OpenWrt, systemd), the
-///   directory of its target, because DHCP clients replace that file by renaming;
+/// - the resolver's files; where `/etc/resolv.conf` is a link (OpenWrt, systemd), its
+///   target and, when that lies in a directory of its own below the top level, that
+///   directory, because DHCP clients replace the file by renaming;
 /// - glibc builds: `/etc/ld.so.cache` and the `libnss_*` modules;
 /// - `/dev/urandom` (the backoff's seed) and this process's `/proc` directory
 ///   (`sys::memory` reads `smaps`).
@@ -66,11 +67,7 @@ pub(crate) fn read_paths(config: &Config, store: &trust::Choice) -> Vec<PathBuf>
         v.push(PathBuf::from(f));
     }
     if let Ok(target) = std::fs::canonicalize("/etc/resolv.conf") {
-        if target != Path::new("/etc/resolv.conf") {
-            if let Some(dir) = target.parent().filter(|d| *d != Path::new("/")) {
-                v.push(dir.to_path_buf());
-            }
-        }
+        v.extend(resolv_conf_target(&target));
     }
     #[cfg(target_env = "gnu")]
     {
@@ -88,6 +85,20 @@ pub(crate) fn read_paths(config: &Config, store: &trust::Choice) -> Vec<PathBuf>
     }
     v.push(PathBuf::from("/dev/urandom"));
     v.push(PathBuf::from(format!("/proc/{}", std::process::id())));
+    v
+}
+
+/// What to add for `/etc/resolv.conf` when it leads to `target`: nothing if it is no
+/// link; else the target, and its directory when that is one of its own
+/// (/tmp/resolv.conf.d, /run/systemd/resolve), never a whole /tmp or /run.
+fn resolv_conf_target(target: &Path) -> Vec<PathBuf> {
+    if target == Path::new("/etc/resolv.conf") {
+        return Vec::new();
+    }
+    let mut v = vec![target.to_path_buf()];
+    if let Some(dir) = target.parent().filter(|d| d.components().count() > 2) {
+        v.push(dir.to_path_buf());
+    }
     v
 }
 
@@ -186,5 +197,27 @@ impl Probe {
                 Err(e) => log::info!("sandbox probe: opening /etc/shadow refused: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_linked_resolv_conf_adds_its_target_and_only_a_directory_of_its_own() {
+        let p = |s: &str| PathBuf::from(s);
+        assert!(resolv_conf_target(&p("/etc/resolv.conf")).is_empty());
+        assert_eq!(
+            resolv_conf_target(&p("/tmp/resolv.conf.d/resolv.conf.auto")),
+            vec![
+                p("/tmp/resolv.conf.d/resolv.conf.auto"),
+                p("/tmp/resolv.conf.d")
+            ]
+        );
+        assert_eq!(
+            resolv_conf_target(&p("/tmp/resolv.conf")),
+            vec![p("/tmp/resolv.conf")]
+        );
     }
 }
