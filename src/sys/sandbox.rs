@@ -204,9 +204,14 @@ pub(crate) fn allowed() -> Vec<(&'static str, i64)> {
     #[cfg(target_pointer_width = "64")]
     v.extend(calls![SYS_newfstatat, SYS_rseq, SYS_mmap, SYS_pread64]);
     #[cfg(target_arch = "arm")]
-    v.extend(calls![SYS_pread64]);
+    v.extend(calls![SYS_pread64, SYS_fstatat64]);
+    // o32 numbers the libc crate does not name (the kernel's syscall_o32.tbl).
     #[cfg(target_arch = "mips")]
-    v.extend([("pread64", 4000 + 200), ("mmap", libc::SYS_mmap as i64)]);
+    v.extend([
+        ("pread64", 4000 + 200),
+        ("fstatat64", 4000 + 293),
+        ("mmap", libc::SYS_mmap as i64),
+    ]);
     #[cfg(not(target_arch = "aarch64"))]
     v.extend(calls![SYS_poll, SYS_open, SYS_stat, SYS_lstat]);
     #[cfg(target_pointer_width = "32")]
@@ -218,7 +223,6 @@ pub(crate) fn allowed() -> Vec<(&'static str, i64)> {
             SYS_fstat64,
             SYS_stat64,
             SYS_lstat64,
-            SYS_fstatat64,
             SYS_sigreturn,
         ]);
         v.extend([
