@@ -11,9 +11,11 @@
 //! - `tunnel`: the thread that owns the TLS WebSocket (connect, pings, reconnect).
 //! - `local`: the thread that owns every TCP socket.
 //! - [`run`]: the main thread: spawn both, wait for signals, exit code.
+//! - [`sandbox`]: what the process may still do once started (seccomp, Landlock).
 //! - [`logging`], [`trust`], `token`, `resolve`: log lines, CA certificates, the client
 //!   token, name lookups off the I/O threads.
-//! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop, sockets, memory, the clock tick.
+//! - [`sys`]: the only `unsafe`: poll, wake fds, signals, privilege drop, sockets, memory, the clock tick,
+//!   the sandbox's filters.
 //! - `fuzzing`: thin wrappers over the parsers that read peer or user bytes, for
 //!   tests/fuzz only (hidden from the docs).
 //! - `testbed` (cargo feature `testbed`): the project's own double of the tunneling
@@ -32,6 +34,7 @@ pub mod logging;
 pub mod protocol;
 pub(crate) mod resolve;
 pub mod run;
+pub mod sandbox;
 pub mod session;
 pub mod sys;
 #[cfg(feature = "testbed")]

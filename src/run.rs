@@ -53,6 +53,8 @@ pub enum Purpose {
 /// `name = value` lines `--check` adds to the configuration it prints.
 pub struct Checked {
     prepared: Prepared,
+    /// The trust store the run reads (the sandbox keeps it readable).
+    store: trust::Choice,
     report: Vec<(&'static str, String)>,
     /// What the run logs about its set-up once every check has passed.
     notes: Vec<String>,
@@ -158,6 +160,7 @@ pub fn check(
     notes.push(format!("TLS ciphers: {}", tls_cipher_order()));
     report.push(("trust-store", store.describe()));
     report.push(("tls-ciphers", tls_cipher_order().to_string()));
+    report.push(("sandbox", crate::sandbox::describe_check(config)));
     let tls = connect::tls_connector(
         Some(&store),
         config.capath.as_deref(),
@@ -192,6 +195,7 @@ pub fn check(
         },
         report,
         notes,
+        store,
     })
 }
 
@@ -338,6 +342,8 @@ pub fn run(config: Config, checked: Checked, warnings: &[String]) -> Exit {
         log::error!("cannot block signals: {e}");
         return Exit::Internal;
     }
+    // Everything that needs more than the sandbox allows is done; no thread runs yet.
+    crate::sandbox::start(&config, &checked.store, prepared.privileges.is_some());
     match spawn_and_wait(config, prepared, &signals) {
         Ok(x) => x,
         Err(e) => {
@@ -419,6 +425,7 @@ fn spawn_and_wait(config: Config, prepared: Prepared, signals: &[i32]) -> std::i
         match sig {
             SIGUSR1 => {
                 let _ = main_tx.send(ToTunnel::Status);
+                crate::sandbox::Probe::from_env().run();
             }
             SIGUSR2 => {
                 if let Some(x) = *outcome.lock().unwrap_or_else(|p| p.into_inner()) {

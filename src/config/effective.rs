@@ -36,6 +36,8 @@ pub struct Config {
     pub(crate) user: Option<String>,
     /// `--require-non-root`.
     pub(crate) require_non_root: bool,
+    /// Off with `--no-sandbox`: see `crate::sandbox`.
+    pub(crate) sandbox: bool,
 }
 
 impl Config {

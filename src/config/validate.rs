@@ -113,6 +113,7 @@ impl Resolved {
             None => None,
         };
         let require_non_root = self.flag(OptId::RequireNonRoot)?;
+        let sandbox = !self.flag(OptId::NoSandbox)?;
 
         let client_token = match self.get(OptId::ClientToken) {
             Some(v) => {
@@ -280,6 +281,7 @@ impl Resolved {
             client_token_file,
             user,
             require_non_root,
+            sandbox,
         };
         Ok((config, warnings))
     }

@@ -2,8 +2,8 @@
 //! wake-ups and channels that wake their receiver), [`signals`] (masks, `sigwait`),
 //! [`users`] (root, privilege drop), [`memory`] (dropping start-up pages), [`net`]
 //! (reads without zero-fill, non-blocking connects), [`clock`] (the /proc clock tick),
-//! [`alloc`] (the allocator front of the static musl builds) and [`tty`] (ptys, for the
-//! console tests only).
+//! [`sandbox`] (no_new_privs, the seccomp filter, Landlock), [`alloc`] (the allocator
+//! front of the static musl builds) and [`tty`] (ptys, for the console tests only).
 //!
 //! These files are the only ones with `unsafe`; every block says why it is sound.
 //! Nothing here knows about the protocol.
@@ -13,6 +13,7 @@ pub(crate) mod clock;
 pub(crate) mod memory;
 pub(crate) mod net;
 pub(crate) mod poll;
+pub(crate) mod sandbox;
 pub(crate) mod signals;
 pub mod tty;
 pub(crate) mod users;

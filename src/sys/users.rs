@@ -69,7 +69,8 @@ pub(crate) fn lookup_user(spec: &str) -> io::Result<(u32, u32)> {
 }
 
 /// Switches the whole process (every thread) to `uid`/`gid` and drops supplementary
-/// groups; checks that root cannot be regained.
+/// groups; checks that root cannot be regained. Under the sandbox, the setuid family is
+/// then refused for good (a second seccomp filter).
 pub(crate) fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: setgroups reads one gid from a live local; setgid/setuid take plain ids.
     // glibc and musl apply them to every thread of the process.
@@ -90,5 +91,5 @@ pub(crate) fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
             ));
         }
     }
-    Ok(())
+    super::sandbox::forbid_setid()
 }
