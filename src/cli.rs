@@ -452,18 +452,22 @@ fn shown_option(option: &str) -> String {
 }
 
 /// The `--help` text (stdout, exit 0).
-pub fn help_text() -> String {
-    let mut s = String::new();
-    s.push_str(&format!(
-        "localproxy {} - local proxy for AWS IoT Secure Tunneling\n\n",
-        env!("CARGO_PKG_VERSION")
-    ));
-    s.push_str(
-        "Usage: localproxy -r REGION -s PORT          (source: where you run ssh)\n\
+/// What `--help` prints first: the name, version and the two ways to run it. Also what
+/// a run without any argument prints (with exit 2).
+pub fn usage_summary() -> String {
+    format!(
+        "localproxy {} - local proxy for AWS IoT Secure Tunneling\n\n\
+         Usage: localproxy -r REGION -s PORT          (source: where you run ssh)\n\
          \x20      localproxy -r REGION -d [HOST:]PORT   (destination: the device)\n\
          The access token comes from AWSIOT_TUNNEL_ACCESS_TOKEN (preferred), a --config\n\
-         file or -t. Precedence: command line > --config file > environment.\n\nOptions:\n",
-    );
+         file or -t. Precedence: command line > --config file > environment.\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+pub fn help_text() -> String {
+    let mut s = usage_summary();
+    s.push_str("\nOptions:\n");
     for o in OPTIONS {
         let mut head = match o.short {
             Some(c) => format!("  -{c}, --{}", o.long),

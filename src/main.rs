@@ -41,6 +41,12 @@ fn usage(e: &ConfigError) -> Exit {
 }
 
 fn run() -> Exit {
+    if std::env::args_os().len() <= 1 {
+        // Nothing asked for at all: say how to use it, not what is missing first.
+        eprint!("{}", cli::usage_summary());
+        eprintln!("Try 'localproxy --help' for a list of options.");
+        return Exit::Usage;
+    }
     let args = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Help) => {
             out(&cli::help_text());

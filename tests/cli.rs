@@ -71,6 +71,26 @@ fn missing_token() {
 }
 
 #[test]
+fn no_arguments_at_all_print_the_usage_summary() {
+    let dir = workdir("no-args");
+    // Even with a token in the environment: a run needs -s or -d.
+    for env in [&[][..], WITH_TOKEN] {
+        let o = run_in(&dir, &[], env);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(o.stdout.is_empty());
+        let help = localproxy::cli::usage_summary();
+        assert!(err.starts_with(&help), "{err}");
+        assert!(
+            err.ends_with("Try 'localproxy --help' for a list of options.\n"),
+            "{err}"
+        );
+        assert!(!err.contains("no access token"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn port_zero() {
     bad(
         "port-zero",
