@@ -565,7 +565,7 @@ fn answer_cases(mode: Mode) {
         let failed: Vec<String> = p
             .log()
             .into_iter()
-            .filter(|l| l.contains("cannot connect to"))
+            .filter(|l| l.contains("cannot connect"))
             .collect();
         eprintln!("{} {}: {failed:?}", mode.as_str(), answer.name());
         match then {
