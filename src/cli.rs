@@ -141,7 +141,7 @@ pub(crate) const OPTIONS: &[OptSpec] = &[
     opt(OptId::ExportDefaultSettings, None, "export-default-settings", Some("FILE"), None, false,
         "write the default settings as JSON to FILE (- for stdout) and exit"),
     opt(OptId::Check, None, "check", None, None, false,
-        "check the whole configuration, print it (tokens masked) and exit:\n0 if valid, 2 if not; nothing is sent over the network"),
+        "make the checks a run makes before it connects (files, --user, web\nproxy, CA files, listen ports), print the configuration (tokens\nmasked) and a verdict, exit 0 if valid, 2 if not; no network"),
     opt(OptId::Notification, None, "notification", Some("FILE"), None, false,
         "destination: take the access token, region and services from a tunnel\nnotification (the JSON published on $aws/things/THING/tunnels/notify);\n- reads it from stdin; -d maps its services; -e overrides the region"),
 ];

@@ -1,9 +1,11 @@
 //! The proxy on a serial console: stderr on a pty, as a person running it by hand over a
 //! serial line has it. Covers what a console does to a process that a pipe does not:
-//! output stopped by flow control (Ctrl-S) must not stop the tunnel.
+//! output stopped by flow control (Ctrl-S) must not stop the tunnel; and what logging
+//! out does: SIGHUP, which stays ignored when the parent ignored it (nohup).
 //!
-//! The pty is opened with openpty (`localproxy::sys::tty`; no tmux or screen needed). Not covered
-//! here: line widths (tests/cli.rs) and the init script (tests/busybox.rs).
+//! The pty is opened with openpty (`localproxy::sys::tty`; no tmux or screen needed).
+//! Not covered here: line widths (tests/widths.rs) and the init script
+//! (tests/busybox.rs).
 
 mod common;
 

@@ -238,3 +238,29 @@ fn a_name_lookup_failure_names_the_host_once() {
         assert_fits(&log, 120, "name lookup failure");
     });
 }
+
+#[test]
+fn a_refused_target_is_one_line_per_connection_on_each_side() {
+    watchdog(WAIT * 2, || {
+        let rig = Rig::new("widths-target", &["SSH"], &[]);
+        let dead = free_port();
+        let dst = rig.destination(&format!("SSH={dead}"), &[]);
+        let port = free_port();
+        let src = rig.source(&format!("SSH={port}"), &[]);
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert!(closed_by_peer(&mut c));
+        src.wait_line("reset by the destination before any data");
+        let refused = dst.wait_line("(3 attempts)");
+        assert!(refused.contains("is it running?"), "{refused}");
+        for (p, what) in [(&dst, "destination"), (&src, "source")] {
+            let log = p.log();
+            println!("--- {what}\n{}", log.join("\n"));
+            let problems = log
+                .iter()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .count();
+            assert_eq!(problems, 1, "one line for one refused connection: {log:?}");
+            assert_fits(&log, 120, what);
+        }
+    });
+}

@@ -142,7 +142,7 @@ impl LocalThread {
         let retries = self.limits.retry_count;
         if retries >= 0 && c.attempts > retries {
             log::warn!(
-                "cannot connect to {} after {} attempts: {e}; is the service running there?",
+                "cannot connect to {} ({} attempts): {e}; is it running?",
                 c.peer,
                 c.attempts
             );
@@ -151,7 +151,9 @@ impl LocalThread {
             self.release_to_local(len);
             self.emit(Event::ConnectFailed { local });
         } else {
-            log::info!(
+            // Debug: the attempts that fail are summed up in the one line above when
+            // the last fails, so a console shows one line per refused connection.
+            log::debug!(
                 "cannot connect to {}: {e}; retrying in {} ms",
                 c.peer,
                 self.limits.retry_delay.as_millis()

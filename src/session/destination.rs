@@ -174,7 +174,8 @@ impl Session {
             return;
         };
         let s = &mut self.services[c.service];
-        log::warn!(
+        // Debug: the local thread's line has just said why, at warn.
+        log::debug!(
             "could not connect to {} for service {}; resetting the {}",
             s.target.as_ref().map(|t| t.to_string()).unwrap_or_default(),
             describe_id(&s.id),
