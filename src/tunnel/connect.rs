@@ -300,25 +300,17 @@ fn tls_failure<S>(e: &TlsHandshakeError<S>, host: &str) -> String {
     }
 }
 
-/// The certificate check's verdict, with what to do about it.
+/// The certificate check's verdict, with what to do about it, short enough for one
+/// console line.
 fn certificate_failure(verify: X509VerifyResult, host: &str) -> String {
     // X509_V_ERR_* numbers (OpenSSL's x509_vfy.h).
     let fix = match verify.as_raw() {
-        2 | 18 | 19 | 20 | 21 => {
-            "the server's certificate is not signed by a CA in the trust store \
-             (see the \"trust store\" line): add that CA with --capath DIR"
-                .to_string()
-        }
-        9 | 10 => "check the device's clock (date -u): certificates are only valid between \
-                   their two dates"
-            .to_string(),
-        62 => format!("the certificate is not for {host}: check -e or -r"),
-        _ => "check the endpoint (-e or -r) and the trust store".to_string(),
+        2 | 18 | 19 | 20 | 21 => "add its CA with -c".to_string(),
+        9 | 10 => "check the clock (date -u)".to_string(),
+        62 => format!("not for {host}: check -e or -r"),
+        _ => "check -e or -r and the trust store".to_string(),
     };
-    format!(
-        "certificate verify failed ({}); {fix}",
-        verify.error_string()
-    )
+    format!("{}; {fix}", verify.error_string())
 }
 
 /// One OpenSSL error as a line: the cases a user meets by name, any other by its code
