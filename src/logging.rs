@@ -160,7 +160,7 @@ pub(crate) fn format_utc(since_epoch: Duration) -> String {
     )
 }
 
-/// Installs the logger and starts the thread that writes its lines. `rust_log` is the
+/// Installs the logger; its lines are written in place until [`start_writer`]. `rust_log` is the
 /// value of `RUST_LOG` (ignored when empty). Without it, other crates (tungstenite,
 /// openssl) log at warn at most, so `-v 6` traces our decisions rather than every TLS
 /// record.
@@ -181,7 +181,6 @@ pub fn init(verbosity: u8, rust_log: Option<&str>, timestamps: bool) {
     STAMPED.store(timestamps, std::sync::atomic::Ordering::Relaxed);
     // A second init (tests) keeps the first logger; nothing to report.
     if log::set_boxed_logger(Box::new(TokenGuard { inner, timestamps })).is_ok() {
-        start_writer();
         log::set_max_level(max);
     }
 }
@@ -271,9 +270,18 @@ fn now_stamp() -> String {
 /// Whether the drop report carries a timestamp (set by [`init`]).
 static STAMPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-fn start_writer() {
-    // Spawned before the main thread blocks the signals it waits for: without a full
-    // mask a SIGTERM or the threads' SIGUSR2 could land here and kill the process.
+/// Starts the thread that writes the queued lines, so that from now on a log line
+/// never waits for the console. The run calls it once the sandbox is in place and
+/// before the I/O threads start: a thread inherits Landlock only from the thread that
+/// spawns it after the rules are set, so the writer must not exist before them. Until
+/// then (start-up, `--check`, usage errors: only the main thread runs) lines are written
+/// in place.
+pub fn start_writer() {
+    if queue().writer {
+        return;
+    }
+    // Spawned with every signal blocked: without a full mask a SIGTERM or the threads'
+    // SIGUSR2 could land here and kill the process.
     let spawned = crate::sys::with_all_signals_blocked(|| {
         std::thread::Builder::new()
             .name("log".into())

@@ -344,6 +344,8 @@ pub fn run(config: Config, checked: Checked, warnings: &[String]) -> Exit {
     }
     // Everything that needs more than the sandbox allows is done; no thread runs yet.
     crate::sandbox::start(&config, &checked.store, prepared.privileges.is_some());
+    // After the sandbox, so the log thread is inside it too (Landlock is per thread).
+    crate::logging::start_writer();
     match spawn_and_wait(config, prepared, &signals) {
         Ok(x) => x,
         Err(e) => {
