@@ -812,8 +812,9 @@ mod tests {
     /// Runs `body` in a forked child (so the filter does not land on the test runner)
     /// and returns how it ended: Ok(exit code) or Err(signal).
     fn in_child(body: impl FnOnce() -> i32) -> Result<i32, i32> {
-        // SAFETY: the child only makes system calls and _exit (everything it needs was
-        // built before the fork), so no lock another thread held can block it.
+        // SAFETY: the child makes system calls, allocates (glibc and musl keep malloc
+        // usable in a forked child) and ends with _exit; it touches no lock another
+        // thread of the test runner may hold (no stdout, no logger).
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork");
         if pid == 0 {
@@ -842,11 +843,8 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_filter_allows_its_list_refuses_the_rest_and_kills_x32() {
-        // SAFETY: getpid cannot fail.
-        let pid = unsafe { libc::getpid() } as u32; // the child's pid is asked below
-        let _ = pid;
         let outcome = in_child(|| {
-            // SAFETY: as in the parent.
+            // SAFETY: getpid cannot fail.
             let me = unsafe { libc::getpid() } as u32;
             let Ok((filter, _)) = main_filter(AUDIT_ARCH.unwrap_or(0), false, me) else {
                 return 90;
@@ -859,7 +857,7 @@ mod tests {
             // SAFETY (all below): plain system calls with valid or null pointers; the
             // ones expected to be refused never reach the kernel's implementation.
             unsafe {
-                // Allowed: getpid, a pipe-less eventfd, a TCP socket, FIONBIO on it.
+                // Allowed: getpid, a TCP socket, FIONBIO on it.
                 if libc::syscall(libc::SYS_getpid) as u32 != me {
                     return 1;
                 }
