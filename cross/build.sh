@@ -7,6 +7,9 @@
 #   cross/build.sh --cipher-cost TARGET...  also build cipher-cost with the same OpenSSL
 #                                          and run it under qemu-user: the time per MiB of
 #                                          AES-GCM and ChaCha20-Poly1305 in that build
+#   cross/build.sh --with-testbed TARGET... also build the static testbed (the service
+#                                          double) for TARGET, for cross/board.sh; it lands
+#                                          beside localproxy
 #
 # Targets: armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl
 #          mipsel-unknown-linux-musl x86_64-unknown-linux-musl
@@ -106,6 +109,7 @@ build() {
     if grep -q '^warning' "$tdir/build-$t.log"; then
         die "the build for $t has warnings (above); fix them"
     fi
+    if [ $testbed = 1 ]; then build_testbed "$t"; fi
     local bin="$tdir/$t/release/localproxy"
     [ -f "$bin" ] || die "no binary at $bin after the build"
     local desc
@@ -117,6 +121,34 @@ build() {
     echo "$t: $bin"
     echo "  size: $(stat -c %s "$bin") bytes; built in $((SECONDS - start)) s"
     echo "  file: $desc"
+}
+
+# The testbed in a cargo run of its own, so the localproxy binary (and its size guard)
+# is built exactly as without --with-testbed. When Cargo.toml has a `testbed` feature
+# (the bin then needs it), it is turned on for this run only.
+build_testbed() {
+    local t=$1 tdir="$ROOT/target/cross" feat="" cflags="-Os"
+    case $t in mipsel-unknown-linux-musl) cflags="-Os -DBROKEN_CLANG_ATOMICS" ;; esac
+    if sed -n '/^\[features\]/,/^\[/p' "$ROOT/Cargo.toml" | grep -q '^testbed *='; then
+        feat="--features testbed"
+    fi
+    local var="CFLAGS_${t//-/_}"
+    say "building testbed for $t${feat:+ ($feat)}"
+    (
+        cd "$ROOT"
+        export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$tdir"
+        export CARGO_ZIGBUILD_PYTHON_PATH="$TOOLS/venv/bin/python3"
+        export OPENSSL_SRC_PERL="$ROOT/cross/openssl-configure" OSSL_EXTRA="$(cat "$tdir/$t/.openssl-options")"
+        export "$var=$cflags"
+        # shellcheck disable=SC2086 # one word per option
+        /usr/bin/cargo zigbuild -q --release --locked --bin testbed $feat --target "$t" \
+            -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size \
+            2>&1 | tee "$tdir/build-testbed-$t.log"
+        exit "${PIPESTATUS[0]}"
+    ) || die "the testbed build for $t failed (see the compiler output above)"
+    local bin="$tdir/$t/release/testbed"
+    [ -f "$bin" ] || die "no testbed at $bin after the build"
+    echo "  testbed: $bin, $(stat -c %s "$bin") bytes"
 }
 
 qemu_for() {
@@ -146,14 +178,16 @@ run_test() {
 
 test=0
 cipher=0
+testbed=0
 EXTRA_BINS=""
 targets=()
 for a in "$@"; do
     case $a in
         --test) test=1 ;;
         --cipher-cost) cipher=1; EXTRA_BINS="--bin cipher-cost" ;;
+        --with-testbed) testbed=1 ;;
         all) targets+=($ALL) ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) targets+=("$a") ;;
     esac
 done
