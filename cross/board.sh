@@ -51,7 +51,7 @@ case $target in
         machine=(-M virt -cpu cortex-a15) ;;
     mipsel-unknown-linux-musl)
         arch=mipsel qemu=qemu-system-mipsel qpkg=qemu-system-mips flavour=4kc-malta console=ttyS0
-        machine=(-M malta) ;;
+        machine=(-M malta -vga none) ;;
     *) die "no board for $target; use armv7-unknown-linux-musleabihf or mipsel-unknown-linux-musl" ;;
 esac
 [ "$(id -u)" = 0 ] || die "run as root: it installs packages and makes device nodes for the image"
