@@ -83,6 +83,7 @@ ensure_host_tools() {
     command -v gzip >/dev/null 2>&1 || need="$need gzip"
     if [ -n "$need" ]; then
         say "installing$need (apt)"
+        # shellcheck disable=SC2086 # one word per package
         apt_install $need || die "apt-get install$need failed"
     fi
 }
@@ -233,7 +234,7 @@ summary="$summary | destination idle VmRSS $(mb "$(val "$idle" vmrss_kb)") MB (a
 summary="$summary, peak VmRSS $(mb "$(val "$echo1" peak_vmrss_kb)") MB (anon $(mb "$(val "$echo1" peak_rssanon_kb)"), file $(mb "$(val "$echo1" peak_rssfile_kb)")), VmHWM $(mb "$(val "$echo1" vmhwm_kb)") MB"
 summary="$summary | MemAvailable $(mb "$before") -> $(mb "$after") MB ($(mb "$(( ${before:-0} - ${after:-0} ))") MB used; testbed VmRSS $(mb "$(val "$idle" testbed_rss_before_kb)") -> $(mb "$(val "$idle" testbed_rss_after_kb)") MB)"
 summary="$summary | respawn after kill -9: $([ "$(val "$resp" ok)" = 1 ] && echo ok || echo FAILED), back in $(val "$resp" back_s) s (delay $(val "$resp" respawn_delay_s) s), tunnel ready in $(val "$resp" ready_s) s"
-summary="$summary | power cut mid-transfer: $([ "$c1" = 1 ] && echo cut || echo 'not reached'), next boot ready $(val "$ready2" uptime_s) s after boot and echo $([ "$(val "$echo2" ok)" = 1 ] && echo intact || echo FAILED)"
+summary="$summary | power cut mid-transfer: $([ "$c1" = 1 ] && echo cut || echo 'not reached'), next boot ready $(val "$ready2" uptime_s) s after boot (${r2:-?} s from qemu start) and echo $([ "$(val "$echo2" ok)" = 1 ] && echo intact || echo FAILED)"
 summary="$summary | poweroff: $([ "$(val "$halt" ok)" = 1 ] && echo "SIGTERM, exit $(val "$halt" exit)" || echo "FAILED (sigterm lines $(val "$halt" sigterm_logged), exit $(val "$halt" exit))")$([ "$p2" = 1 ] || echo ', guest did not power off')"
 summary="$summary | sandbox: $(val "$sb" line | tr '_' ' ')"
 summary="$summary | $((SECONDS - all)) s for both boots"
