@@ -176,8 +176,9 @@ fn fnv(mut h: u64, data: &[u8]) -> u64 {
 }
 const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// VmRSS, RssAnon, RssFile, VmHWM of a process in kB (zeros when it is gone).
-fn mem(pid: u32) -> [u64; 4] {
+/// VmRSS, RssAnon, RssFile, RssShmem, VmHWM of a process in kB (zeros when it is gone).
+/// RssShmem matters in an initramfs: the binary's pages there are shmem, not file.
+fn mem(pid: u32) -> [u64; 5] {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let get = |key: &str| {
         s.lines()
@@ -265,11 +266,10 @@ fn echo(args: &[String]) -> i32 {
     let peak = watch.map(|pid| {
         let done = done.clone();
         std::thread::spawn(move || {
-            let mut p = [0u64; 4];
+            let mut p = [0u64; 5];
             loop {
-                let m = mem(pid);
-                for i in 0..4 {
-                    p[i] = p[i].max(m[i]);
+                for (p, m) in p.iter_mut().zip(mem(pid)) {
+                    *p = (*p).max(m);
                 }
                 if done.load(Ordering::Relaxed) {
                     return p;
@@ -312,7 +312,7 @@ fn echo(args: &[String]) -> i32 {
     done.store(true, Ordering::Relaxed);
     let (sent, sent_sum) = writer.join().unwrap_or((0, 0));
     let p = peak.and_then(|h| h.join().ok());
-    let hwm = watch.map(|pid| mem(pid)[3]).unwrap_or(0);
+    let hwm = watch.map(|pid| mem(pid)[4]).unwrap_or(0);
     let ok = bad.is_none() && got == total && sent == total && sum == sent_sum;
     let mut line = format!(
         "BOARD echo ok={} mib={mib} sent={sent} received={got} fnv_sent={sent_sum:016x} \
@@ -322,11 +322,13 @@ fnv_received={sum:016x} secs={secs:.1} mibps={:.2}",
     );
     if let Some(p) = p {
         line += &format!(
-            " peak_vmrss_kb={} peak_rssanon_kb={} peak_rssfile_kb={} vmhwm_kb={}",
+            " peak_vmrss_kb={} peak_rssanon_kb={} peak_rssfile_kb={} peak_rssshmem_kb={} \
+vmhwm_kb={}",
             p[0],
             p[1],
             p[2],
-            hwm.max(p[3])
+            p[3],
+            hwm.max(p[4])
         );
     }
     if let Some(b) = bad {
