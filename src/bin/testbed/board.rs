@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -190,6 +190,7 @@ fn mem(pid: u32) -> [u64; 5] {
         get("VmRSS:"),
         get("RssAnon:"),
         get("RssFile:"),
+        get("RssShmem:"),
         get("VmHWM:"),
     ]
 }
@@ -215,7 +216,8 @@ fn echo(args: &[String]) -> i32 {
     let start = Instant::now();
     // A stuck tunnel must end the run by itself: the watchdog prints why and exits.
     let done = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
+    // usize, not u64: mipsel has no 64-bit atomics (the count is for the timeout line).
+    let received = Arc::new(AtomicUsize::new(0));
     {
         let (done, received) = (done.clone(), received.clone());
         std::thread::spawn(move || {
@@ -299,7 +301,7 @@ fn echo(args: &[String]) -> i32 {
         }
         sum = fnv(sum, &buf[..n]);
         got += n as u64;
-        received.store(got, Ordering::Relaxed);
+        received.store(got as usize, Ordering::Relaxed);
         if let Some(m) = mark {
             if !marked && got >= m * 1024 * 1024 {
                 marked = true;
