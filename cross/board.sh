@@ -177,6 +177,17 @@ boot() {
             cut=1
             break
         fi
+        # A board too small for the kernel and the initramfs ends in silence or a panic.
+        if grep -a -q 'Kernel panic' "$log"; then
+            say "boot $plan: $(tr -d '\r' <"$log" | grep -a -m 1 -o 'Kernel panic.*')"
+            kill -9 "$qpid"
+            break
+        fi
+        if [ ! -s "$log" ] && [ $((SECONDS - start)) -gt 120 ]; then
+            say "boot $plan: the kernel printed nothing in 120 s: with $mem MB it does not get to its console (too little RAM for it and the initramfs)"
+            kill -9 "$qpid"
+            break
+        fi
         if [ $((SECONDS - start)) -gt $limit ]; then
             say "boot $plan: no end after $limit s; killing qemu"
             kill -9 "$qpid"
@@ -211,8 +222,14 @@ say "booting $target: $qemu ${machine[*]} -m $mem, Linux $kver, initramfs $(stat
 all=$SECONDS
 boot full
 r1=$t_ready_host c1=$cut
-boot after-cut
-r2=$t_ready_host p2=$powered_off
+r2="" p2=0
+if [ "$c1" = 1 ]; then
+    boot after-cut
+    r2=$t_ready_host p2=$powered_off
+else
+    say "the first boot did not reach the power cut; no second boot"
+    : >"$work/console-after-cut.log"
+fi
 
 ready=$(line full ready) idle=$(line full idle) echo1=$(line full 'echo ok=[01] mib=16')
 resp=$(line full respawn) sb=$(line full sandbox)
