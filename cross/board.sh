@@ -160,7 +160,7 @@ build_image() {
 boot() {
     local plan=$1 log="$work/console-$1.log" limit=900
     : >"$log"
-    cut=0 powered_off=0 t_ready_host=""
+    cut=0 powered_off=0 t_ready_host="" boot_note=""
     local start=$SECONDS
     "$qemu" "${machine[@]}" -m "$mem" -smp 1 -kernel "$kernel" -initrd "$work/initramfs.cpio.gz" \
         -append "console=$console quiet panic=-1 $kargs lpboard.plan=$plan" \
@@ -179,17 +179,20 @@ boot() {
         fi
         # A board too small for the kernel and the initramfs ends in silence or a panic.
         if grep -a -q 'Kernel panic' "$log"; then
-            say "boot $plan: $(tr -d '\r' <"$log" | grep -a -m 1 -o 'Kernel panic.*')"
+            boot_note=$(tr -d '\r' <"$log" | grep -a -m 1 -o 'Kernel panic.*')
+            say "boot $plan: $boot_note"
             kill -9 "$qpid"
             break
         fi
         if [ ! -s "$log" ] && [ $((SECONDS - start)) -gt 120 ]; then
-            say "boot $plan: the kernel printed nothing in 120 s: with $mem MB it does not get to its console (too little RAM for it and the initramfs)"
+            boot_note="the kernel printed nothing in 120 s: with $mem MB it does not get to its console (too little RAM for it and the initramfs)"
+            say "boot $plan: $boot_note"
             kill -9 "$qpid"
             break
         fi
         if [ $((SECONDS - start)) -gt $limit ]; then
-            say "boot $plan: no end after $limit s; killing qemu"
+            boot_note="no end after $limit s"
+            say "boot $plan: $boot_note; killing qemu"
             kill -9 "$qpid"
             break
         fi
@@ -221,7 +224,7 @@ say "booting $target: $qemu ${machine[*]} -m $mem, Linux $kver, initramfs $(stat
 
 all=$SECONDS
 boot full
-r1=$t_ready_host c1=$cut
+r1=$t_ready_host c1=$cut n1=$boot_note
 r2="" p2=0
 if [ "$c1" = 1 ]; then
     boot after-cut
@@ -247,6 +250,10 @@ check respawn "$(val "$resp" ok)"
 check power-cut "$([ "$c1" = 1 ] && [ "$(val "$ready2" ok)" = 1 ] && [ "$(val "$echo2" ok)" = 1 ] && echo 1)"
 check halt "$([ "$(val "$halt" ok)" = 1 ] && [ "$p2" = 1 ] && echo 1)"
 
+if [ -z "$ready" ]; then
+    echo "board $target ${mem} MB, Linux $kver: FAIL (no tunnel on the first boot): ${n1:-no ready line on the console}${fails:+; guest said: $fails}"
+    exit 1
+fi
 before=$(val "$idle" memavail_before_kb) after=$(val "$idle" memavail_after_kb)
 size=$(stat -c %s "$ROOT/target/cross/$target/release/localproxy")
 summary="board $target ${mem} MB, Linux $kver, localproxy $size bytes: $([ $ok = 1 ] && echo PASS || echo "FAIL (${failed# })")"
