@@ -341,3 +341,31 @@ vmhwm_kb={}",
     println!("{line}");
     i32::from(!ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_does_not_depend_on_how_it_is_cut() {
+        let mut whole = vec![0u8; 100];
+        Stream::new().fill(&mut whole);
+        let mut s = Stream::new();
+        let mut pieces = vec![0u8; 100];
+        for r in [0..3, 3..8, 8..9, 9..100] {
+            s.fill(&mut pieces[r]);
+        }
+        assert_eq!(whole, pieces);
+        assert!(whole.iter().any(|&b| b != whole[0]));
+    }
+
+    #[test]
+    fn fnv_is_fnv1a_64() {
+        assert_eq!(fnv(FNV_START, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv(FNV_START, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            fnv(fnv(FNV_START, b"fo"), b"obar"),
+            fnv(FNV_START, b"foobar")
+        );
+    }
+}
