@@ -201,6 +201,8 @@ boot() {
     local rc=0
     wait "$qpid" || rc=$?
     wait "$tpid" 2>/dev/null || true
+    # A panic with panic=-1 ends qemu (-no-reboot) before the loop above may see it.
+    [ -n "$boot_note" ] || boot_note=$(tr -d '\r' <"$log" | grep -a -m 1 -o 'Kernel panic.*' || true)
     [ $cut = 0 ] && [ $rc = 0 ] && grep -q '^BOARD halt' "$log" && powered_off=1
     echo "cross/board.sh: boot $plan ended after $((SECONDS - start)) s (qemu exit $rc, power cut $cut)" >&2
     return 0
