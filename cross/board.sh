@@ -199,7 +199,8 @@ boot() {
         sleep 0.5
     done
     local rc=0
-    wait "$qpid" || rc=$?
+    # (braces: bash's "Killed" notice for the power cut is not news)
+    { wait "$qpid"; } 2>/dev/null || rc=$?
     wait "$tpid" 2>/dev/null || true
     # A panic with panic=-1 ends qemu (-no-reboot) before the loop above may see it.
     [ -n "$boot_note" ] || boot_note=$(tr -d '\r' <"$log" | grep -a -m 1 -o 'Kernel panic.*' || true)
