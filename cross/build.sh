@@ -8,9 +8,10 @@
 #                                          and run it under qemu-user: the time per MiB of
 #                                          AES-GCM and ChaCha20-Poly1305 in that build
 #   cross/build.sh --testbed TARGET...      also build the static service double,
-#                                          target/cross/TARGET/release/testbed (cargo
+#   (or --with-testbed)                    target/cross/TARGET/release/testbed (cargo
 #                                          feature `testbed`, built in a second cargo run
-#                                          so the localproxy binary stays without it)
+#                                          so the localproxy binary stays without it), for
+#                                          cross/board.sh
 #
 # Targets: armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl
 #          mipsel-unknown-linux-musl x86_64-unknown-linux-musl
@@ -179,7 +180,7 @@ for a in "$@"; do
     case $a in
         --test) test=1 ;;
         --cipher-cost) cipher=1; EXTRA_BINS="--bin cipher-cost" ;;
-        --testbed) testbed=1 ;;
+        --testbed|--with-testbed) testbed=1 ;;
         all) targets+=($ALL) ;;
         -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) targets+=("$a") ;;

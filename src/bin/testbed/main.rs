@@ -5,6 +5,7 @@
 //! source proxy, and pushes data through to show what happens.
 
 mod bench;
+mod board;
 mod demo;
 mod procfs;
 mod report;
@@ -72,6 +73,10 @@ Usage:
       --compare runs every phase with a second build too (both proxies of that
       build, e.g. the C++ reference), its rows beside ours. Figures only; --json
       writes them to FILE too.
+  testbed board serve|echo ...
+      What cross/board.sh runs inside an emulated router (src/bin/testbed/board.rs):
+      the service double with an echo server, writing the two tokens to files; and a
+      checked echo through a source proxy's port, sampling a process's memory.
   testbed --help
 ";
 
@@ -81,6 +86,7 @@ fn main() {
         Some("serve") => serve(args.collect()),
         Some("demo") => demo::run(args.collect()),
         Some("bench") => bench::run(args.collect()),
+        Some("board") => board::run(args.collect()),
         Some("-h") | Some("--help") | None => {
             print!("{HELP}");
             0
