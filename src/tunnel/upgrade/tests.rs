@@ -227,10 +227,7 @@ fn refusals_keep_status_reason_and_body_and_map_to_the_right_outcome() {
     // A body that does not come in full is shown as far as it came.
     let short = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nmode mismatch";
     let e = read_all_ways(short).unwrap_err();
-    assert!(
-        e.to_string().contains("HTTP 403: mode mismatch"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("HTTP 403: mode mismatch"), "{e}");
 }
 
 #[test]
