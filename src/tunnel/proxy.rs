@@ -176,8 +176,9 @@ pub(crate) fn from_env(
         .map_err(|e| format!("{name}: {e}"))
 }
 
-/// Standard base64 of `input`, for the basic authorisation header.
-fn base64(input: &[u8]) -> String {
+/// Standard base64 of `input` with padding (RFC 4648 4): the basic authorisation header
+/// here, the upgrade's key and accept value in `upgrade`.
+pub(crate) fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {

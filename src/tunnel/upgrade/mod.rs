@@ -14,6 +14,8 @@
 //! `reconnect.rs` decides). The tests are in `tests.rs`.
 
 use super::error::ConnectError;
+// RFC 4648 base64, the one the web proxy's basic authorisation uses too.
+use super::proxy::base64;
 use crate::config::{Mode, Secret};
 use crate::protocol::Version;
 use std::io::{Read, Write};
@@ -27,28 +29,6 @@ const MAX_BODY: usize = 4096;
 
 /// RFC 6455 4.2.2: the GUID the server appends to the key before hashing.
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-/// Standard base64 with padding (RFC 4648 4), the alphabet both upgrade headers use.
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for group in data.chunks(3) {
-        let b = [
-            group[0],
-            *group.get(1).unwrap_or(&0),
-            *group.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// A fresh `Sec-WebSocket-Key`: 16 bytes from OpenSSL's CSPRNG, base64.
 fn new_key() -> Result<String, ConnectError> {

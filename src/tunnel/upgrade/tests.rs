@@ -17,19 +17,8 @@ fn req<'a>(token: &'a Secret, ct: Option<&'a Secret>) -> Request<'a> {
 }
 
 #[test]
-fn base64_and_the_accept_value_follow_the_rfcs() {
-    // RFC 4648 section 10's test vectors.
-    for (plain, coded) in [
-        ("", ""),
-        ("f", "Zg=="),
-        ("fo", "Zm8="),
-        ("foo", "Zm9v"),
-        ("foob", "Zm9vYg=="),
-        ("fooba", "Zm9vYmE="),
-        ("foobar", "Zm9vYmFy"),
-    ] {
-        assert_eq!(base64(plain.as_bytes()), coded, "{plain:?}");
-    }
+fn the_accept_value_and_the_key_follow_the_rfc() {
+    // base64 itself (RFC 4648's vectors) is tested where it lives, in proxy.rs.
     assert_eq!(base64(&[0xfb, 0xff, 0xfe]), "+//+");
     // RFC 6455 section 1.3's example.
     assert_eq!(
