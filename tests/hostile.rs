@@ -41,30 +41,50 @@ fn against_destination_for(
     duration: Duration,
     settings: &[(&str, &str)],
 ) -> (Report, u64, Proxy) {
+    against(Mode::Destination, tag, case, duration, settings)
+}
+
+/// Plays `case` against a proxy of `mode` for `duration` at most; returns the case's
+/// report, that proxy's peak RSS over it and the proxy, after checking that a healthy
+/// session with a proxy of the other mode follows.
+fn against(
+    mode: Mode,
+    tag: &str,
+    case: Case,
+    duration: Duration,
+    settings: &[(&str, &str)],
+) -> (Report, u64, Proxy) {
     let echo = echo_server();
     let r = Rig::new(tag, &["SSH"], settings);
     r.tb.set_recording(false);
-    r.tb.set_hostile(Mode::Destination, Some((case, duration)));
-    let dst = r.destination(&format!("SSH={}", echo.port), &[]);
+    r.tb.set_hostile(mode, Some((case, duration)));
+    let port = free_port();
+    let (dst_map, src_map) = (format!("SSH={}", echo.port), format!("SSH={port}"));
+    let target = match mode {
+        Mode::Destination => r.destination(&dst_map, &[]),
+        Mode::Source => r.source(&src_map, &[]),
+    };
     let report =
         r.tb.wait_hostile_report(duration + WAIT)
             .expect("the hostile case ended");
-    let peak = status_kb(dst.pid(), "VmHWM:");
+    let peak = status_kb(target.pid(), "VmHWM:");
     eprintln!(
-        "{}: {} frames ({} messages, {} MiB) sent to the destination, {} stalls; \
-         destination peak RSS {peak} kB",
+        "{}: {} frames ({} messages, {} MiB) sent to the {}, {} stalls; peak RSS {peak} kB",
         case.name(),
         report.frames,
         report.messages,
         report.bytes >> 20,
+        mode.as_str(),
         report.stalls
     );
     // The proxy is still up, came back, and tunnels.
-    dst.wait_nth_line("tunnel ready", 2);
-    let port = free_port();
-    let _src = r.source(&format!("SSH={port}"), &[]);
+    target.wait_nth_line("tunnel ready", 2);
+    let _other = match mode {
+        Mode::Destination => r.source(&src_map, &[]),
+        Mode::Source => r.destination(&dst_map, &[]),
+    };
     echo_check(port, &pattern(1 << 20, 77));
-    (report, peak, dst)
+    (report, peak, target)
 }
 
 #[test]
@@ -76,6 +96,24 @@ fn a_peer_that_pings_without_reading_leaves_memory_bounded() {
             peak < RSS_BOUND_KB,
             "destination peak RSS {peak} kB under a ping flood"
         );
+    });
+}
+
+#[test]
+fn floods_against_a_source_leave_memory_bounded() {
+    watchdog(LIMIT, || {
+        // A source accepts no starts (each is dropped with a rate-limited line) and
+        // answers pings: neither may grow it while the peer does not read.
+        for case in [Case::PingFlood, Case::StartFlood] {
+            let (report, peak, _) =
+                against(Mode::Source, "hostile-src-flood", case, CASE_FOR / 2, &[]);
+            assert!(report.frames > 0, "{}: the flood sent nothing", case.name());
+            assert!(
+                peak < RSS_BOUND_KB,
+                "{}: source peak RSS {peak} kB",
+                case.name()
+            );
+        }
     });
 }
 
