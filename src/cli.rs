@@ -503,7 +503,7 @@ pub fn help_text() -> String {
          \x20 0  tunnel closed by the service, SIGTERM/SIGINT, --help, --version, --check ok\n\
          \x20 1  internal error (a bug, or an OS failure the proxy cannot work around)\n\
          \x20 2  usage or configuration error (one line on stderr says what to fix)\n\
-         \x20 3  rejected by the service (bad, used or wrong-mode token)\n\
+         \x20 3  rejected by the service (bad, used or wrong-mode token; 408, 429 retried)\n\
          \x20 4  gave up after retries (service unreachable, local port cannot bind)\n\
          \nSee README.md for the config file, settings JSON and examples.\n",
     );
