@@ -27,6 +27,16 @@ fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// The healthy half of a case: a normal proxy of the other mode than `mode`, and an
+/// echo of `len` bytes through both to 127.0.0.1:`port`.
+fn healthy_echo(r: &Rig, mode: Mode, dst_map: &str, src_map: &str, port: u16, len: usize) {
+    let _other = match mode {
+        Mode::Destination => r.source(src_map, &[]),
+        Mode::Source => r.destination(dst_map, &[]),
+    };
+    echo_check(port, &pattern(len, len as u64));
+}
+
 /// Plays `case` against a destination for [`CASE_FOR`]; returns the case's report, the
 /// destination's peak RSS over it and the destination, after checking that a healthy
 /// session follows.
@@ -79,11 +89,7 @@ fn against(
     );
     // The proxy is still up, came back, and tunnels.
     target.wait_nth_line("tunnel ready", 2);
-    let _other = match mode {
-        Mode::Destination => r.source(&src_map, &[]),
-        Mode::Source => r.destination(&dst_map, &[]),
-    };
-    echo_check(port, &pattern(1 << 20, 77));
+    healthy_echo(&r, mode, &dst_map, &src_map, port, 1 << 20);
     (report, peak, target)
 }
 
@@ -509,11 +515,7 @@ fn frame_cases(mode: Mode) {
                 }
             }
         }
-        let _healthy = match mode {
-            Mode::Destination => r.source(&src_map, &[]),
-            Mode::Source => r.destination(&dst_map, &[]),
-        };
-        echo_check(port, &pattern(256 << 10, 11));
+        healthy_echo(&r, mode, &dst_map, &src_map, port, 256 << 10);
     }
 }
 
@@ -615,11 +617,7 @@ fn answer_cases(mode: Mode) {
             Then::Works => assert!(failed.is_empty(), "{}: {failed:#?}", answer.name()),
             Then::Exit(_) => {}
         }
-        let _healthy = match mode {
-            Mode::Destination => r.source(&src_map, &[]),
-            Mode::Source => r.destination(&dst_map, &[]),
-        };
-        echo_check(port, &pattern(64 << 10, 12));
+        healthy_echo(&r, mode, &dst_map, &src_map, port, 64 << 10);
     }
 }
 
